@@ -1,0 +1,45 @@
+"""The `reslab` command line: thin argparse wrappers over the library functions.
+
+Each command lives in its own module exposing `register(subparsers)`, which adds a parser whose
+`func(args) -> int | None` does the work. User mistakes (ReslabError) become one line on stderr and
+exit status 2; a diverged run (DivergedError) exits 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import DivergedError, ReslabError
+
+COMMAND_MODULES = ("models_cmd",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reslab",
+        description="Residual networks (He et al. 2016, 2016b): build, train, explain, run fast.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{module_name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except ReslabError as exc:
+        print(f"reslab {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except DivergedError as exc:
+        print(f"reslab {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"reslab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)

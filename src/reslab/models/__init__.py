@@ -1,0 +1,16 @@
+from .config import ResNetConfig
+from .resnet import ResNet
+from .units import ResidualUnit, ShortcutA
+from .zoo import build_model, create_model, list_models, load_weights, resolve_config
+
+__all__ = [
+    "ResNet",
+    "ResNetConfig",
+    "ResidualUnit",
+    "ShortcutA",
+    "build_model",
+    "create_model",
+    "list_models",
+    "load_weights",
+    "resolve_config",
+]

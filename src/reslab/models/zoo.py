@@ -1,0 +1,183 @@
+"""Model names -> ResNetConfig, and create_model / list_models.
+
+Grammar (every depth a family allows, not only the listed ones):
+  resnet{D}                 ImageNet (D in 10/18/34/50/101/152/200, torchvision v1.5), else CIFAR 6n+2 (option A)
+  resnet{D}_v1              ImageNet, paper v1 (stride on the bottleneck's first 1x1)
+  preact_resnet{D}          ImageNet pre-activation (same depths), else CIFAR bottleneck 9n+2 (16/64/128/256)
+  cifar_resnet{D}, cifar_preact_resnet{D}, imagenet_resnet{D}, imagenet_preact_resnet{D}: family forced
+  plain{D} = plain_resnet{D};  plain_<name>: the plain twin of any name above
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ReslabError
+from .config import IMAGENET_STAGES, ResNetConfig
+from .resnet import ResNet
+from .units import ORDERS, SHORTCUTS
+
+IMAGENET_DEPTHS = (18, 34, 50, 101, 152)
+CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
+CIFAR_PREACT_DEPTHS = (164, 1001)
+
+_NAME = re.compile(
+    r"^(?P<plain>plain_?)?(?P<family>cifar_|imagenet_)?(?P<pre>preact_)?(?:resnet)?(?P<depth>\d+)(?P<v1>_v1)?$"
+)
+
+
+def _registered_names() -> list[str]:
+    residual = [f"resnet{d}" for d in IMAGENET_DEPTHS]
+    residual += [f"resnet{d}_v1" for d in IMAGENET_DEPTHS if IMAGENET_STAGES[d][0] == "bottleneck"]
+    residual += [f"resnet{d}" for d in CIFAR_DEPTHS]
+    residual += [f"preact_resnet{d}" for d in IMAGENET_DEPTHS + CIFAR_PREACT_DEPTHS]
+    plain = [f"plain{d}" for d in IMAGENET_DEPTHS + CIFAR_DEPTHS]
+    plain += [f"plain_{n}" for n in residual if n.startswith("preact_") or n.endswith("_v1")]
+    return residual + plain
+
+
+REGISTERED = tuple(_registered_names())
+
+
+def _valid_depths_message(family: str, pre: bool) -> str:
+    if family == "imagenet":
+        return "ImageNet ResNets have depth " + ", ".join(map(str, sorted(IMAGENET_STAGES)))
+    if pre:
+        return (
+            "CIFAR pre-activation ResNets are bottleneck nets of depth 9n+2 (11, 20, 29, ..., 164, ..., 1001)"
+        )
+    return "CIFAR ResNets have depth 6n+2 (8, 14, 20, 26, 32, ..., 110, ..., 1202)"
+
+
+def _unknown_name(name: str) -> ReslabError:
+    close = difflib.get_close_matches(name, REGISTERED, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; run `reslab models` for the list"
+    return ReslabError(f"unknown model {name!r}{hint}")
+
+
+def resolve_config(name: str) -> ResNetConfig:
+    """Parse a model name into its config (defaults: 1000 classes for ImageNet, 10 for CIFAR)."""
+    match = _NAME.match(name.strip().lower())
+    if not match or (not match["plain"] and "resnet" not in name.lower()):
+        raise _unknown_name(name)
+    depth = int(match["depth"])
+    pre = bool(match["pre"])
+    forced = (match["family"] or "").rstrip("_")
+    family = forced or ("imagenet" if depth in IMAGENET_STAGES else "cifar")
+    order = "pre" if pre else "post"
+    residual = not match["plain"]
+    if match["v1"] and family != "imagenet":
+        raise ReslabError(
+            f"{name!r}: the _v1 variants are ImageNet ResNets ({_valid_depths_message('imagenet', pre)})"
+        )
+
+    if family == "imagenet":
+        if depth not in IMAGENET_STAGES:
+            raise ReslabError(f"{name!r}: no such depth; {_valid_depths_message('imagenet', pre)}")
+        unit, layers = IMAGENET_STAGES[depth]
+        widths = (64, 128, 256, 512) if unit == "basic" else (256, 512, 1024, 2048)
+        return ResNetConfig(
+            "imagenet",
+            unit,
+            layers,
+            widths,
+            64,
+            order=order,
+            residual=residual,
+            shortcut="B",
+            stride_in_1x1=bool(match["v1"]),
+            num_classes=1000,
+            name=name,
+        )
+    if pre:
+        if depth < 11 or (depth - 2) % 9:
+            raise ReslabError(f"{name!r}: no such depth; {_valid_depths_message('cifar', True)}")
+        n = (depth - 2) // 9
+        return ResNetConfig(
+            "cifar",
+            "bottleneck",
+            (n, n, n),
+            (64, 128, 256),
+            16,
+            order=order,
+            residual=residual,
+            shortcut="B",
+            num_classes=10,
+            name=name,
+        )
+    if depth < 8 or (depth - 2) % 6:
+        raise ReslabError(f"{name!r}: no such depth; {_valid_depths_message('cifar', False)}")
+    n = (depth - 2) // 6
+    return ResNetConfig(
+        "cifar",
+        "basic",
+        (n, n, n),
+        (16, 32, 64),
+        16,
+        order=order,
+        residual=residual,
+        shortcut="A",
+        num_classes=10,
+        name=name,
+    )
+
+
+def _check_overrides(config: ResNetConfig) -> None:
+    if config.shortcut not in SHORTCUTS:
+        raise ReslabError(f"unknown shortcut option {config.shortcut!r}; choose A, B or C")
+    if config.order not in ORDERS:
+        raise ReslabError(f"unknown activation order {config.order!r}; choose one of {', '.join(ORDERS)}")
+    if config.num_classes < 1 or config.in_chans < 1:
+        raise ReslabError("num_classes and in_chans must be positive")
+
+
+def build_model(config: ResNetConfig) -> ResNet:
+    _check_overrides(config)
+    return ResNet(config)
+
+
+def create_model(name: str, weights: str | Path | None = None, **overrides: Any) -> ResNet:
+    """Build a model by name. Overrides: num_classes, in_chans, shortcut, stride_in_1x1,
+    zero_init_residual, order, residual. weights: a torchvision .pth or a reslab checkpoint."""
+    config = resolve_config(name)
+    unknown = set(overrides) - set(ResNetConfig.__dataclass_fields__) - {"name"}
+    if unknown:
+        raise ReslabError(f"unknown model option(s) {', '.join(sorted(unknown))}")
+    model = build_model(config.with_overrides(**overrides))
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load a torchvision state_dict file or a reslab checkpoint into model (strict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReslabError(f"weights file {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        raise ReslabError(f"cannot load weights from {str(path)!r}: {str(exc).splitlines()[0]}") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise ReslabError(f"{str(path)!r} holds no state_dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ReslabError(
+            f"{str(path)!r} does not fit this architecture: {str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}"
+        ) from None
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names (any valid depth can also be built), filtered by a glob pattern."""
+    if pattern is None:
+        return list(REGISTERED)
+    return [n for n in REGISTERED if fnmatch.fnmatch(n, pattern)]

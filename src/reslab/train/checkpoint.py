@@ -1,0 +1,95 @@
+"""Checkpoints: one dict of tensors and plain values, written atomically, read with weights_only=True.
+
+Layout (version 1):
+  format: "reslab-checkpoint", version: 1
+  model_name: str, model_config: ResNetConfig.to_dict(), model: state_dict
+  data: dict describing the input the model expects (spec, class_names, in_chans, image_size, mean, std, ...)
+  optional training state: train_config, optimizer, scheduler, epoch, step, rng, best_val_error, ...
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ReslabError
+from ..models import ResNet, ResNetConfig, build_model
+
+FORMAT = "reslab-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write payload to path atomically: a temp file in the same folder, fsync, then rename over."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a reslab checkpoint safely; a user-facing ReslabError for anything that is not one."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in ("best.pt", "last.pt"):
+            if (path / candidate).is_file():
+                path = path / candidate
+                break
+    if not path.is_file():
+        raise ReslabError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zips, pickles that would run code, non-torch files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            first_line = "it holds Python objects that weights-only loading refuses to run"
+        raise ReslabError(f"cannot read checkpoint {str(path)!r}: {first_line}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ReslabError(f"{str(path)!r} is not a reslab checkpoint")
+    if payload.get("version", 0) > VERSION:
+        raise ReslabError(
+            f"{str(path)!r} was written by a newer reslab (format version {payload['version']})"
+        )
+    payload["path"] = str(path)
+    return payload
+
+
+def model_payload(model: ResNet) -> dict[str, Any]:
+    """The model part of a checkpoint (unwraps DDP/compile wrappers)."""
+    base = getattr(model, "module", model)
+    base = getattr(base, "_orig_mod", base)
+    state = {k: v.detach().clone() for k, v in base.state_dict().items()}
+    return {"model_name": base.config.name, "model_config": base.config.to_dict(), "model": state}
+
+
+def model_from_checkpoint(payload: dict[str, Any]) -> ResNet:
+    """Rebuild the model a checkpoint describes and load its weights."""
+    try:
+        config = ResNetConfig.from_dict(payload["model_config"])
+    except (KeyError, TypeError) as exc:
+        raise ReslabError(
+            f"checkpoint {payload.get('path', '')!r} has no valid model config ({exc})"
+        ) from None
+    model = build_model(config)
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError) as exc:
+        raise ReslabError(
+            f"checkpoint {payload.get('path', '')!r} does not match its architecture {config.name!r}: "
+            + str(exc).strip().splitlines()[0]
+        ) from None
+    return model
