@@ -1,0 +1,105 @@
+"""Batches cut, augmented and normalised on the training device: no per-sample Python, no workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from .bundle import Split
+
+
+def normalise(
+    images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float, (x / 255 - mean) / std; mean and std shaped (1, C, 1, 1)."""
+    return images.to(dtype).div_(255).sub_(mean).div_(std)
+
+
+def random_crop(images: torch.Tensor, pad: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Zero-pad by `pad` and take a random crop of the original size, independently per image."""
+    if pad <= 0:
+        return images
+    n, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+    device = images.device
+    dy = torch.randint(0, 2 * pad + 1, (n,), device=device, generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), device=device, generator=generator)
+    rows = (dy[:, None] + torch.arange(h, device=device)).view(n, 1, h, 1)
+    cols = (dx[:, None] + torch.arange(w, device=device)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=device).view(n, 1, 1, 1)
+    channel = torch.arange(images.shape[1], device=device).view(1, -1, 1, 1)
+    return padded[batch, channel, rows, cols]
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
+
+
+class DeviceBatches:
+    """Iterate over a Split that already lives on the device, in (augmented) normalised batches.
+
+    shuffle/augment use `generator` (on the split's device), so a seeded run is repeatable and its
+    state can be checkpointed. Labels stay int64 on the device; nothing synchronises with the host.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        *,
+        shuffle: bool = False,
+        augment: bool = False,
+        pad: int = 0,
+        allow_flip: bool = False,
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
+        indices: torch.Tensor | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be positive")
+        self.split = split
+        self.batch_size = batch_size
+        device = split.images.device
+        self.mean = torch.tensor(mean, device=device, dtype=dtype).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device, dtype=dtype).view(1, -1, 1, 1)
+        self.shuffle = shuffle
+        self.augment = augment
+        self.pad = pad
+        self.allow_flip = allow_flip
+        self.drop_last = drop_last
+        self.generator = generator
+        self.dtype = dtype
+        self.channels_last = channels_last
+        # A subset of the split (e.g. this rank's shard); None means all of it.
+        self.indices = indices
+
+    def __len__(self) -> int:
+        n = len(self.split) if self.indices is None else len(self.indices)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        device = self.split.images.device
+        order = (
+            torch.arange(len(self.split), device=device) if self.indices is None else self.indices.to(device)
+        )
+        if self.shuffle:
+            order = order[torch.randperm(len(order), device=device, generator=self.generator)]
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            if self.drop_last and len(idx) < self.batch_size:
+                break
+            images = self.split.images[idx]
+            if self.augment:
+                images = random_crop(images, self.pad, self.generator)
+                if self.allow_flip:
+                    images = random_flip(images, self.generator)
+            x = normalise(images, self.mean, self.std, self.dtype)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.split.labels[idx]

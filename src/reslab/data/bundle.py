@@ -1,0 +1,127 @@
+"""A data set held in memory: uint8 images (N, C, H, W) and int64 labels, split into train/val/test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import ReslabError
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8, (N, C, H, W)
+    labels: torch.Tensor  # int64, (N,)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(
+                f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
+            )
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError("labels must be one int per image")
+        self.labels = self.labels.long()
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class DataBundle:
+    """Everything training needs to know about a data set.
+
+    mean/std are per channel, in units of [0, 1] pixel values, measured on the training split only.
+    allow_flip: horizontal flips preserve the label (clothing, objects) or not (digits).
+    pad: pixels of zero padding for the random-crop augmentation (4 for 32x32, as in the paper).
+    """
+
+    spec: str
+    train: Split
+    val: Split
+    test: Split
+    class_names: list[str]
+    allow_flip: bool
+    pad: int
+    mean: tuple[float, ...] = field(default=())
+    std: tuple[float, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.mean or not self.std:
+            self.mean, self.std = channel_stats(self.train.images)
+
+    @property
+    def in_chans(self) -> int:
+        return self.train.images.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.train.images.shape[2], self.train.images.shape[3])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, name: str) -> Split:
+        if name not in ("train", "val", "test"):
+            raise ReslabError(f"unknown split {name!r}; choose train, val or test")
+        return getattr(self, name)
+
+    def info(self) -> dict[str, Any]:
+        """What a checkpoint stores so that eval/predict can prepare inputs exactly as training did."""
+        return {
+            "spec": self.spec,
+            "class_names": list(self.class_names),
+            "in_chans": self.in_chans,
+            "image_size": list(self.image_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "allow_flip": self.allow_flip,
+            "pad": self.pad,
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+        }
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units (chunked: no float copy of the set)."""
+    channels = images.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    total_sq = torch.zeros(channels, dtype=torch.float64)
+    count = 0
+    for chunk in images.split(4096):
+        x = chunk.to(torch.float64).div_(255).transpose(0, 1).reshape(channels, -1)
+        total += x.sum(1)
+        total_sq += (x * x).sum(1)
+        count += x.shape[1]
+    mean = total / max(count, 1)
+    std = (total_sq / max(count, 1) - mean * mean).clamp_min(1e-12).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def stratified_split(labels: torch.Tensor, fractions: tuple[float, ...], seed: int) -> list[torch.Tensor]:
+    """Indices for len(fractions)+1 parts, each class divided in the same proportions (the last part takes
+    the rest). Deterministic given the seed."""
+    generator = torch.Generator().manual_seed(seed)
+    parts: list[list[torch.Tensor]] = [[] for _ in range(len(fractions) + 1)]
+    for cls in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == cls).flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        start = 0
+        for part, fraction in enumerate(fractions):
+            size = round(fraction * len(idx))
+            parts[part].append(idx[start : start + size])
+            start += size
+        parts[-1].append(idx[start:])
+    return [torch.sort(torch.cat(p)).values for p in parts]
+
+
+def hold_out_validation(train: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
+    """Split a training set into train and validation, stratified and seeded."""
+    val_idx, train_idx = stratified_split(train.labels, (val_fraction,), seed)
+    return Split(train.images[train_idx], train.labels[train_idx]), Split(
+        train.images[val_idx], train.labels[val_idx]
+    )
