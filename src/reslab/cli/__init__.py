@@ -13,7 +13,7 @@ import sys
 
 from ..errors import DivergedError, ReslabError
 
-COMMAND_MODULES = ("models_cmd",)
+COMMAND_MODULES = ("models_cmd", "export_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

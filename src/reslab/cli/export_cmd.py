@@ -1,0 +1,70 @@
+"""`reslab export`: a checkpoint to ONNX, TorchScript or a torch.export program, verified on load."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..export import DEFAULT_ATOL, DEFAULT_OPSET, FORMATS, export_checkpoint
+from .output import console
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write a checkpoint as ONNX / TorchScript / ExportedProgram, then load it back and check it",
+        description="Export a checkpoint, then verify the file: load it as a server would (ONNX Runtime, "
+        "torch.jit.load, torch.export.load), run it on real images from the checkpoint's data and compare "
+        "with the PyTorch fp32 model. Exit 1 if the check fails (the file is then not written).",
+    )
+    parser.add_argument("checkpoint", help="a checkpoint file or a run directory (best.pt, else last.pt)")
+    parser.add_argument("--format", "-f", default="onnx", choices=FORMATS, help="default: onnx")
+    parser.add_argument(
+        "--out",
+        "-o",
+        help="output file or folder (default: beside the checkpoint, best.onnx / .ts.pt / .pt2)",
+    )
+    parser.add_argument(
+        "--dynamic-batch",
+        action="store_true",
+        help="any batch size at run time (checked at 1 and --batch-size)",
+    )
+    parser.add_argument("--opset", type=int, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="static: the exported batch size (default 1); dynamic: the second checked size (default 8)",
+    )
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="max abs logit difference allowed")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    report = export_checkpoint(
+        args.checkpoint,
+        args.format,
+        out=args.out,
+        dynamic_batch=args.dynamic_batch,
+        opset=args.opset,
+        batch_size=args.batch_size,
+        atol=args.atol,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        out = console()
+        for line in report.lines():
+            out.print(line, markup=False, highlight=False)
+    if not report.passed:
+        if report.max_abs_diff == float("inf"):
+            why = "could not be loaded back and run (" + "; ".join(report.notes) + ")"
+        else:
+            why = f"differs from the PyTorch model by {report.max_abs_diff:.2e} (> {report.atol:.0e})"
+        print(
+            f"reslab export: check FAILED: the {report.format} file {why}; nothing was written to {report.path}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,14 @@
+"""Export to the formats serving stacks read (ONNX, TorchScript, torch.export), each verified on load."""
+
+from .core import DEFAULT_ATOL, ExportReport, default_out, export_checkpoint, export_model
+from .formats import DEFAULT_OPSET, FORMATS
+
+__all__ = [
+    "DEFAULT_ATOL",
+    "DEFAULT_OPSET",
+    "FORMATS",
+    "ExportReport",
+    "default_out",
+    "export_checkpoint",
+    "export_model",
+]

@@ -1,0 +1,220 @@
+"""export_checkpoint: write a serving file from a checkpoint, read it back, check it against PyTorch."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ReslabError
+from ..train.checkpoint import load_checkpoint, model_from_checkpoint
+from . import formats
+from .verify import compare, input_shape, sample_batch
+
+DEFAULT_ATOL = 1e-4
+STATIC_BATCH, DYNAMIC_BATCH = 1, 8
+# torch.export specialises a dimension whose example size is 0 or 1, so a dynamic batch is traced at 2.
+TRACE_BATCH = 2
+
+
+@dataclass
+class ExportReport:
+    """The written file and the outcome of reading it back and comparing it with the PyTorch model."""
+
+    format: str
+    path: str
+    written: bool  # False when the check failed: nothing is left at path (an older file there is kept)
+    size_bytes: int
+    model_name: str
+    input_shape: list[int]  # (N, C, H, W); N is "batch" when dynamic
+    dynamic_batch: bool
+    opset: int | None
+    exporter: str
+    runtime: str
+    input_source: str
+    batch_sizes: list[int]
+    max_abs_diff: float
+    atol: float
+    top1_agreement: float
+    passed: bool
+    export_seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        """The check as a person reads it."""
+        size = f"{self.size_bytes / 1e6:.2f} MB"
+        opset = f", opset {self.opset}" if self.opset is not None else ""
+        batch = "dynamic batch" if self.dynamic_batch else f"static batch {self.input_shape[0]}"
+        shape = "(" + ", ".join(str(d) for d in self.input_shape) + ")"
+        verdict = "PASS" if self.passed else "FAIL"
+        sign = "<=" if self.passed else ">"
+        lines = [
+            f"format    {self.format}{opset}, {batch}",
+            f"file      {self.path} ({size}{'' if self.written else ', NOT written'})",
+            f"model     {self.model_name}, input {shape}",
+            f"exporter  {self.exporter} in {self.export_seconds:.1f} s",
+            f"runtime   {self.runtime}",
+            f"inputs    {self.input_source}",
+            f"check     batch sizes {', '.join(map(str, self.batch_sizes))}: max |exported - pytorch fp32| = "
+            f"{self.max_abs_diff:.2e} {sign} {self.atol:.0e}, top-1 agreement {self.top1_agreement:.0%}: "
+            f"{verdict}",
+        ]
+        return lines + [f"note      {note}" for note in self.notes]
+
+
+def default_out(checkpoint_path: Path, fmt: str) -> Path:
+    """best.pt -> best.onnx / best.ts.pt / best.pt2, beside the checkpoint."""
+    return checkpoint_path.with_name(checkpoint_path.name.split(".")[0] + formats.SUFFIXES[fmt])
+
+
+def _resolve_out(out: str | Path | None, checkpoint_path: Path, fmt: str) -> Path:
+    path = default_out(checkpoint_path, fmt) if out is None else Path(out)
+    if path.is_dir():
+        path = path / default_out(checkpoint_path, fmt).name
+    if not path.parent.is_dir():
+        raise ReslabError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise ReslabError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} is not writable")
+    return path
+
+
+def _check_format(fmt: str) -> str:
+    fmt = fmt.strip().lower()
+    if fmt not in formats.FORMATS:
+        raise ReslabError(f"unknown export format {fmt!r}; choose one of: {', '.join(formats.FORMATS)}")
+    return fmt
+
+
+def export_model(
+    model: nn.Module,
+    example: torch.Tensor,
+    fmt: str,
+    path: str | Path,
+    *,
+    dynamic_batch: bool = False,
+    opset: int | None = None,
+    check_batch: torch.Tensor | None = None,
+    batch_sizes: tuple[int, ...] | None = None,
+    atol: float = DEFAULT_ATOL,
+    input_source: str = "the given batch",
+    model_name: str = "",
+) -> ExportReport:
+    """Export an fp32 model traced at `example`, read the file back, compare on `check_batch` (default:
+    example) at each of `batch_sizes`. The file lands at path (atomically) only if the check passes."""
+    fmt = _check_format(fmt)
+    path = Path(path)
+    if fmt != "onnx" and opset is not None:
+        raise ReslabError("--opset applies only to --format onnx")
+    if fmt == "onnx":
+        opset = formats.check_opset(opset)
+    check_batch = example if check_batch is None else check_batch
+    batch_sizes = batch_sizes or (example.shape[0],)
+    if max(batch_sizes) > check_batch.shape[0]:
+        raise ValueError(f"check batch has {check_batch.shape[0]} images, batch sizes ask {batch_sizes}")
+    model = model.float().eval()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        start = time.perf_counter()
+        try:
+            written = formats.write(fmt, model, example, tmp, dynamic_batch, opset)
+        except ReslabError:
+            raise
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ReslabError(f"exporting {model_name or 'the model'} to {fmt} failed: {first}") from exc
+        seconds = time.perf_counter() - start
+        notes = [written.note] if written.note else []
+        runtime = f"loading {fmt} back"
+        try:
+            runner, runtime = formats.load_runner(fmt, tmp)
+            result = compare(model, runner, check_batch, tuple(batch_sizes))
+            max_diff, agreement = result.max_abs_diff, result.top1_agreement
+        except Exception as exc:  # the file does not load or does not run: that is a failed check
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            max_diff, agreement = float("inf"), 0.0
+            notes.append(f"reading the file back failed: {first}")
+        passed = max_diff <= atol
+        size = tmp.stat().st_size
+        if passed:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    n = "batch" if dynamic_batch else str(example.shape[0])
+    return ExportReport(
+        format=fmt,
+        path=str(path),
+        written=passed,
+        size_bytes=size,
+        model_name=model_name,
+        input_shape=[n, *example.shape[1:]],  # type: ignore[list-item]
+        dynamic_batch=dynamic_batch,
+        opset=written.opset,
+        exporter=written.exporter,
+        runtime=runtime,
+        input_source=input_source,
+        batch_sizes=list(batch_sizes),
+        max_abs_diff=max_diff,
+        atol=atol,
+        top1_agreement=agreement,
+        passed=passed,
+        export_seconds=round(seconds, 3),
+        notes=notes,
+    )
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    fmt: str = "onnx",
+    out: str | Path | None = None,
+    dynamic_batch: bool = False,
+    opset: int | None = None,
+    *,
+    batch_size: int | None = None,
+    atol: float = DEFAULT_ATOL,
+) -> ExportReport:
+    """Export a reslab checkpoint (file or run directory) to onnx | torchscript | exported-program and
+    verify it. Static exports are traced and checked at `batch_size` (default 1); a dynamic batch is
+    checked at 1 and at `batch_size` (default 8). The report says whether the check passed."""
+    fmt = _check_format(fmt)
+    if fmt != "onnx" and opset is not None:
+        raise ReslabError("--opset applies only to --format onnx")
+    if batch_size is not None and batch_size < (2 if dynamic_batch else 1):
+        raise ReslabError(f"--batch-size must be at least {2 if dynamic_batch else 1}")
+    if not atol > 0:
+        raise ReslabError("--atol must be positive")
+    payload = load_checkpoint(checkpoint)
+    checkpoint_path = Path(payload["path"])
+    path = _resolve_out(out, checkpoint_path, fmt)
+    model = model_from_checkpoint(payload)
+    shape = input_shape(payload, model)
+    if dynamic_batch:
+        sizes: tuple[int, ...] = (1, batch_size or DYNAMIC_BATCH)
+        trace = TRACE_BATCH
+    else:
+        sizes = (batch_size or STATIC_BATCH,)
+        trace = sizes[0]
+    batch, source = sample_batch(payload, shape, max(max(sizes), trace))
+    return export_model(
+        model,
+        batch[:trace].contiguous(),
+        fmt,
+        path,
+        dynamic_batch=dynamic_batch,
+        opset=opset,
+        check_batch=batch,
+        batch_sizes=sizes,
+        atol=atol,
+        input_source=source,
+        model_name=str(payload.get("model_name") or model.config.name),
+    )

@@ -1,0 +1,167 @@
+"""The three serving formats: how each is written from a model and read back the way a server reads it.
+
+ONNX goes through `torch.onnx.export`'s torch.export-based ("dynamo") exporter, PyTorch's supported path
+since 2.9: it captures the exact graph torch.export sees and translates it with onnxscript. That exporter
+only emits opset 18 and later (for lower requests it silently keeps 18), so an explicit older opset goes
+through the deprecated TorchScript-based exporter instead, which is still the only way to get one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ReslabError
+
+FORMATS = ("onnx", "torchscript", "exported-program")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts.pt", "exported-program": ".pt2"}
+
+# torch's own default for its exporter (torch.onnx._constants.ONNX_DEFAULT_OPSET); onnxruntime has run it
+# since 1.17. The range is what this torch can emit: the dynamo exporter from 18, the TorchScript one below.
+DEFAULT_OPSET = 20
+MIN_OPSET, DYNAMO_MIN_OPSET, MAX_OPSET = 7, 18, 23
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Written:
+    """What a writer reports back about the file it produced."""
+
+    exporter: str
+    opset: int | None = None
+    note: str = ""
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Exporters warn about their own deprecations and tracing; none of that is news to the user."""
+    with warnings.catch_warnings():
+        for category in (FutureWarning, DeprecationWarning, UserWarning, torch.jit.TracerWarning):
+            warnings.simplefilter("ignore", category)
+        yield
+
+
+def _require_onnx() -> None:
+    missing = []
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ReslabError(
+            f"ONNX export needs {', '.join(missing)}: install them with pip install 'reslab[export]'"
+        )
+
+
+def check_opset(opset: int | None) -> int:
+    opset = DEFAULT_OPSET if opset is None else opset
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ReslabError(f"ONNX opset {opset} is out of range; this torch exports {MIN_OPSET}..{MAX_OPSET}")
+    return opset
+
+
+def write_onnx(
+    model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, opset: int
+) -> Written:
+    _require_onnx()
+    import onnx
+
+    with _quiet():
+        if opset >= DYNAMO_MIN_OPSET:
+            dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+            program = torch.onnx.export(
+                model,
+                (example,),
+                None,
+                dynamo=True,
+                dynamic_shapes=dynamic_shapes,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                verbose=False,
+            )
+            program.save(str(path), external_data=False)  # one self-contained file
+            exporter = "torch.onnx.export (dynamo, onnxscript)"
+        else:
+            axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
+            exporter = "torch.onnx.export (TorchScript-based, for opset < 18)"
+    proto = onnx.load(str(path), load_external_data=False)
+    onnx.checker.check_model(proto)
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise ReslabError(f"the ONNX exporter wrote opset {written} instead of the requested {opset}")
+    return Written(exporter=exporter, opset=written)
+
+
+def write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> Written:
+    with _quiet():
+        try:
+            module = torch.jit.script(model)
+            written = Written(exporter="torch.jit.script")
+        except Exception as exc:  # a model scripting cannot read still traces, at a fixed input size
+            module = torch.jit.trace(model, (example,))
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            written = Written(exporter="torch.jit.trace", note=f"scripting failed ({first}); traced instead")
+        module.save(str(path))
+    return written
+
+
+def write_exported_program(
+    model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool
+) -> Written:
+    dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+    with _quiet():
+        program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
+        torch.export.save(program, str(path))
+    return Written(exporter="torch.export.export")
+
+
+def write(
+    fmt: str, model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, opset: int | None
+) -> Written:
+    if fmt == "onnx":
+        return write_onnx(model, example, path, dynamic_batch, check_opset(opset))
+    if fmt == "torchscript":
+        return write_torchscript(model, example, path)
+    return write_exported_program(model, example, path, dynamic_batch)
+
+
+def load_runner(fmt: str, path: Path) -> tuple[Runner, str]:
+    """Load the file as a serving stack would, independent of the model object; (run(x) -> logits, name)."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+
+        def run_onnx(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(session.run(None, {input_name: x.numpy()})[0])
+
+        return run_onnx, f"onnxruntime {ort.__version__} InferenceSession (CPUExecutionProvider)"
+    if fmt == "torchscript":
+        with _quiet():
+            module = torch.jit.load(str(path), map_location="cpu")
+        return module, "torch.jit.load"
+    with _quiet():
+        program = torch.export.load(str(path))
+    return program.module(), "torch.export.load(...).module()"
