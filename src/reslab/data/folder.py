@@ -1,0 +1,153 @@
+"""`folder:DIR`: one sub-folder per class, holding image files, decoded once into one uint8 tensor.
+
+Splits: if DIR has a `train/` folder, its class folders are the training set, and `val/` (or `valid/`,
+`validation/`) and `test/` are used when present; a missing `val/` is 10% of `train/`, a missing `test/` is
+20% of `train/` (per class, seeded). Without a `train/` folder, DIR's class folders are split 70% train /
+10% val / 20% test, per class and seeded.
+
+Channels: grayscale (1) if every image is grayscale, else RGB (3). Size: the most common size of the
+training images (ties: the larger area); other images are resized to it keeping their aspect ratio and
+centre-cropped (see images.py). Flips are allowed (photos of objects); pad is 1/8 of the shorter side
+(4 for 32x32, as in the paper).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ReslabError
+from .bundle import DataBundle, Split, stratified_split
+from .images import IMAGE_EXTENSIONS, decode, is_gray, open_image
+
+VAL_FRACTION = 0.1
+TEST_FRACTION = 0.2
+VAL_NAMES = ("val", "valid", "validation")
+
+
+def _visible_dirs(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan_classes(directory: Path) -> dict[str, list[Path]]:
+    """Class name -> sorted image files (by extension; hidden files skipped), for DIR's sub-folders."""
+    classes = {}
+    for class_dir in _visible_dirs(directory):
+        files = sorted(
+            p
+            for p in class_dir.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        )
+        classes[class_dir.name] = files
+    return classes
+
+
+def _files_and_labels(
+    classes: dict[str, list[Path]], class_names: list[str], where: Path
+) -> tuple[list[Path], list[int]]:
+    index = {name: i for i, name in enumerate(class_names)}
+    files: list[Path] = []
+    labels: list[int] = []
+    for name, paths in classes.items():
+        if name not in index:
+            raise ReslabError(
+                f"{where / name}: class {name!r} is not among the training classes {class_names}"
+            )
+        files += paths
+        labels += [index[name]] * len(paths)
+    return files, labels
+
+
+def _survey(paths: list[Path]) -> tuple[list[tuple[int, int]], bool]:
+    """Each image's (H, W), and whether every image is grayscale (headers only, no decoding)."""
+    sizes = []
+    gray = True
+    for path in paths:
+        with open_image(path) as image:
+            sizes.append((image.height, image.width))
+            gray = gray and is_gray(image)
+    return sizes, gray
+
+
+def _most_common(sizes: list[tuple[int, int]]) -> tuple[int, int]:
+    counts = Counter(sizes)
+    return max(counts, key=lambda s: (counts[s], s[0] * s[1]))
+
+
+def _decode_all(paths: list[Path], in_chans: int, size: tuple[int, int]) -> torch.Tensor:
+    images = np.empty((len(paths), in_chans, *size), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        with open_image(path) as image:
+            images[i] = decode(image, path, in_chans, size)
+    return torch.from_numpy(images)
+
+
+def _check_nonempty(directory: Path, classes: dict[str, list[Path]]) -> None:
+    if not classes:
+        raise ReslabError(f"{directory} has no class sub-folders; folder:DIR needs DIR/<class>/<image files>")
+    empty = [name for name, files in classes.items() if not files]
+    if empty:
+        raise ReslabError(
+            f"class folder {directory / empty[0]} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+
+
+def load_folder(directory: str | Path, seed: int, spec: str) -> DataBundle:
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise ReslabError(f"data directory {directory} does not exist (spec {spec!r})")
+    split_dirs = {p.name.lower(): p for p in _visible_dirs(directory)}
+    if "train" in split_dirs:
+        train_dir = split_dirs["train"]
+        val_dir = next((split_dirs[n] for n in VAL_NAMES if n in split_dirs), None)
+        test_dir = split_dirs.get("test")
+    else:
+        train_dir, val_dir, test_dir = directory, None, None
+    train_classes = scan_classes(train_dir)
+    _check_nonempty(train_dir, train_classes)
+    class_names = sorted(train_classes)
+    files, labels = _files_and_labels(train_classes, class_names, train_dir)
+    # Indices into one combined list: train files first, then the val/test folders' files.
+    held_out = {
+        "val": VAL_FRACTION if val_dir is None else 0.0,
+        "test": TEST_FRACTION if test_dir is None else 0.0,
+    }
+    test_idx, val_idx, train_idx = stratified_split(
+        torch.tensor(labels), (held_out["test"], held_out["val"]), seed
+    )
+    parts = {"train": train_idx.tolist(), "val": val_idx.tolist(), "test": test_idx.tolist()}
+    for name, split_dir in (("val", val_dir), ("test", test_dir)):
+        if split_dir is None:
+            continue
+        classes = scan_classes(split_dir)
+        extra_files, extra_labels = _files_and_labels(classes, class_names, split_dir)
+        parts[name] = list(range(len(files), len(files) + len(extra_files)))
+        files += extra_files
+        labels += extra_labels
+    for name, idx in parts.items():
+        if not idx:
+            raise ReslabError(
+                f"{directory}: the {name} split is empty; add images (a few per class at least) or "
+                f"give {name}/ its own folder"
+            )
+    sizes, gray = _survey(files)
+    size = _most_common([sizes[i] for i in parts["train"]])
+    images = _decode_all(files, 1 if gray else 3, size)
+    label_tensor = torch.tensor(labels, dtype=torch.long)
+
+    def take(name: str) -> Split:
+        idx = torch.tensor(parts[name], dtype=torch.long)
+        return Split(images[idx], label_tensor[idx])
+
+    return DataBundle(
+        spec=spec,
+        train=take("train"),
+        val=take("val"),
+        test=take("test"),
+        class_names=class_names,
+        allow_flip=True,
+        pad=max(1, min(size) // 8),
+    )

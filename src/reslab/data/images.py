@@ -1,0 +1,90 @@
+"""Image files -> uint8 arrays with Pillow: the one decoding path shared by `folder:DIR` and `reslab predict`.
+
+Size rule (both for folders of mixed sizes and for predict): an image whose size differs from the target
+is scaled, keeping its aspect ratio, until it covers the target, then centre-cropped to it (Pillow's
+ImageOps.fit, bilinear). Nothing is stretched; at most the borders of the longer side are cut.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import ReslabError
+
+# Extensions treated as images when scanning folders; other files (README, .DS_Store, ...) are skipped.
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
+)
+GRAY_MODES = frozenset({"1", "L", "LA", "I", "F", "La"})
+
+# Pillow raises these (and a few more) for files it cannot decode; caught in one place only.
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open (lazily: header only) an image, or raise ReslabError naming the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except FileNotFoundError:
+        raise ReslabError(f"image {path} does not exist") from None
+    except IsADirectoryError:
+        raise ReslabError(f"{path} is a directory, not an image file") from None
+    except (*_DECODE_ERRORS, Image.DecompressionBombWarning) as e:
+        raise ReslabError(f"cannot decode image {path}: {e}; is it an image file Pillow can read?") from None
+
+
+def is_gray(image: Image.Image) -> bool:
+    """True for single-channel modes and for palette images whose palette holds only greys."""
+    if image.mode in GRAY_MODES or image.mode.startswith("I;16"):
+        return True
+    if image.mode == "P":
+        palette = np.asarray(image.getpalette() or [], dtype=np.uint8)
+        rgb = palette[: len(palette) // 3 * 3].reshape(-1, 3)
+        return bool((rgb == rgb[:, :1]).all())
+    return False
+
+
+def decode(image: Image.Image, path: Path, in_chans: int, size: tuple[int, int]) -> np.ndarray:
+    """Decode an opened image to uint8 (C, H, W) with `in_chans` channels (1 or 3) and size (H, W)."""
+    if in_chans not in (1, 3):
+        raise ReslabError(f"images can be read with 1 or 3 channels, not {in_chans}")
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        if image.mode.startswith("I;16"):
+            # Pillow's I;16 -> L conversion clips at 255; keep the top byte instead.
+            image = Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8), mode="L")
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            # Transparent pixels go on white, which is what viewers show.
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        image = image.convert("L" if in_chans == 1 else "RGB")
+        height, width = size
+        if image.size != (width, height):
+            image = ImageOps.fit(image, (width, height), method=Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
+    except _DECODE_ERRORS as e:
+        raise ReslabError(f"cannot decode image {path}: {e}; the file is damaged or not an image") from None
+    if array.ndim == 2:
+        return array[None]
+    return array.transpose(2, 0, 1)
+
+
+def read_image(path: str | Path, in_chans: int, image_size: int | tuple[int, int]) -> torch.Tensor:
+    """Read one image file as training prepared it: uint8 tensor (in_chans, H, W), aspect-preserving
+    resize + centre crop to image_size (an int means square). Undecodable file -> ReslabError."""
+    path = Path(path)
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or min(size) < 1:
+        raise ReslabError(f"image_size must be (H, W) with positive sides, got {image_size!r}")
+    with open_image(path) as image:
+        array = decode(image, path, in_chans, (int(size[0]), int(size[1])))
+    return torch.from_numpy(array.copy())  # decoded arrays can be read-only views of Pillow memory

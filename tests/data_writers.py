@@ -1,0 +1,113 @@
+"""Writers for tiny data sets in the official on-disk formats (IDX, CIFAR python batches, image folders),
+shared by the data tests. Everything is generated here; nothing is downloaded."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An IDX file of unsigned bytes: magic 0x00 0x00 0x08 ndim, big-endian dims, then the data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def write_idx_set(
+    directory: Path, n_train: int = 120, n_test: int = 20, size: int = 28, gz: bool = True, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """train/t10k images and labels (10 balanced classes) as IDX files; returns the arrays written."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, size, size), dtype=np.uint8),
+        "train-labels-idx1-ubyte": (np.arange(n_train) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, size, size), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test) % 10).astype(np.uint8),
+    }
+    for name, array in arrays.items():
+        data = idx_bytes(array)
+        if gz:
+            (directory / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (directory / name).write_bytes(data)
+    return arrays
+
+
+def _dump(path: Path, obj: object) -> None:
+    # Protocol 2, as the official (Python 2 cPickle) files are.
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)
+
+
+def write_cifar10(root: Path, per_class_per_batch: int = 2, n_test: int = 20, seed: int = 0) -> dict:
+    """root/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}; returns the arrays."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    batches = []
+    for i in range(1, 6):
+        n = 10 * per_class_per_batch
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.permutation(np.arange(n) % 10)]
+        _dump(
+            folder / f"data_batch_{i}",
+            {"batch_label": f"training batch {i} of 5", "labels": labels, "data": data, "filenames": []},
+        )
+        batches.append((data, labels))
+    test_data = rng.integers(0, 256, (n_test, 3072), dtype=np.uint8)
+    test_labels = [int(v) for v in np.arange(n_test) % 10]
+    _dump(
+        folder / "test_batch",
+        {"batch_label": "testing batch 1 of 1", "labels": test_labels, "data": test_data},
+    )
+    _dump(
+        folder / "batches.meta", {"label_names": CIFAR10_NAMES, "num_cases_per_batch": 10000, "num_vis": 3072}
+    )
+    return {
+        "train_data": np.concatenate([b[0] for b in batches]),
+        "train_labels": np.concatenate([b[1] for b in batches]),
+        "test_data": test_data,
+        "test_labels": np.array(test_labels),
+    }
+
+
+def write_cifar100(root: Path, per_class: int = 10, n_test: int = 200, seed: int = 0) -> dict:
+    """root/cifar-100-python/{train, test, meta} with fine and coarse labels; returns the arrays."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    fine = [int(v) for v in rng.permutation(np.arange(100 * per_class) % 100)]
+    data = rng.integers(0, 256, (len(fine), 3072), dtype=np.uint8)
+    _dump(folder / "train", {"data": data, "fine_labels": fine, "coarse_labels": [f // 5 for f in fine]})
+    test_fine = [int(v) for v in np.arange(n_test) % 100]
+    test_data = rng.integers(0, 256, (n_test, 3072), dtype=np.uint8)
+    _dump(
+        folder / "test",
+        {"data": test_data, "fine_labels": test_fine, "coarse_labels": [f // 5 for f in test_fine]},
+    )
+    names = [f"fine{i:02d}" for i in range(100)]
+    _dump(
+        folder / "meta", {"fine_label_names": names, "coarse_label_names": [f"coarse{i}" for i in range(20)]}
+    )
+    return {"train_data": data, "train_labels": np.array(fine), "test_data": test_data, "names": names}
+
+
+def tar_folder(folder: Path, tarball: Path) -> Path:
+    """Pack `folder` as its own top-level directory into a .tar.gz, like the official archives."""
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return tarball
+
+
+def write_image(path: Path, array: np.ndarray) -> None:
+    """Save an (H, W) or (H, W, 3) uint8 array as an image file (format from the extension)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
