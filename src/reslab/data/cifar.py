@@ -23,6 +23,7 @@ import torch
 
 from ..errors import ReslabError
 from .bundle import DataBundle, Split, hold_out_validation
+from .errtext import quote
 
 VAL_FRACTION = 0.1
 PAD = 4
@@ -123,10 +124,13 @@ def safe_unpickle(stream: IO[bytes], where: str) -> Any:
             f"refusing to load {where}: the pickle would call {e.qualname}, which a CIFAR batch never "
             "contains (it could run code); use the official files"
         ) from None
+    except pickle.UnpicklingError as e:
+        what = "is truncated or damaged" if "truncated" in str(e) else "is not a CIFAR python batch"
+        raise ReslabError(f"{where} {what} ({quote(e)})") from None
     except (EOFError, tarfile.TarError, zlib.error, gzip.BadGzipFile) as e:
-        raise ReslabError(f"{where} is truncated or damaged ({type(e).__name__}: {e})") from None
+        raise ReslabError(f"{where} is truncated or damaged ({quote(e)})") from None
     except Exception as e:  # noqa: BLE001 - any other failure means the bytes are not a CIFAR pickle
-        raise ReslabError(f"{where} is not a CIFAR python batch ({type(e).__name__}: {e})") from None
+        raise ReslabError(f"{where} is not a CIFAR python batch ({quote(e)})") from None
 
 
 class _Source:
@@ -171,9 +175,7 @@ class _Source:
                         buffered = io.BufferedReader(stream, buffer_size=1 << 20)  # type: ignore[arg-type]
                         loaded[base] = safe_unpickle(buffered, self.describe(base))
         except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-            raise ReslabError(
-                f"{self.tarball} is not a readable, complete .tar.gz ({type(e).__name__}: {e})"
-            ) from None
+            raise ReslabError(f"{self.tarball} is not a readable, complete .tar.gz ({quote(e)})") from None
         missing = [n for n in self.needed if n not in loaded]
         if missing:
             raise ReslabError(
@@ -252,7 +254,7 @@ def download_cifar(fmt: CifarFormat, root: Path) -> None:
         download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
     except Exception as e:  # noqa: BLE001 - network/disk failures of any kind become one clear line
         raise ReslabError(
-            f"could not download {fmt.name} into {root} ({type(e).__name__}: {e}); are you online? "
+            f"could not download {fmt.name} into {root} ({quote(e)}); are you online? "
             f"Otherwise put {fmt.tarball} there by hand"
         ) from None
 

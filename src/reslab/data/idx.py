@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ReslabError
 from .bundle import DataBundle, Split, hold_out_validation
+from .errtext import quote
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -85,11 +86,11 @@ def read_idx(path: str | Path) -> np.ndarray:
                     "wrong header or not an IDX file"
                 )
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise ReslabError(f"IDX file {path} is a damaged or truncated gzip file ({e})") from None
+        raise ReslabError(f"IDX file {path} is a damaged or truncated gzip file ({quote(e)})") from None
     except FileNotFoundError:
         raise ReslabError(f"IDX file {path} does not exist") from None
     except OSError as e:
-        raise ReslabError(f"cannot read IDX file {path}: {e}") from None
+        raise ReslabError(f"cannot read IDX file {path}: {quote(e)}") from None
     return data.reshape(dims)
 
 

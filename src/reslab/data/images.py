@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ReslabError
+from .errtext import quote
 
 # Extensions treated as images when scanning folders; other files (README, .DS_Store, ...) are skipped.
 IMAGE_EXTENSIONS = frozenset(
@@ -37,7 +38,9 @@ def open_image(path: Path) -> Image.Image:
     except IsADirectoryError:
         raise ReslabError(f"{path} is a directory, not an image file") from None
     except (*_DECODE_ERRORS, Image.DecompressionBombWarning) as e:
-        raise ReslabError(f"cannot decode image {path}: {e}; is it an image file Pillow can read?") from None
+        raise ReslabError(
+            f"cannot decode image {path}: {quote(e)}; is it an image file Pillow can read?"
+        ) from None
 
 
 def is_gray(image: Image.Image) -> bool:
@@ -72,7 +75,9 @@ def decode(image: Image.Image, path: Path, in_chans: int, size: tuple[int, int])
             image = ImageOps.fit(image, (width, height), method=Image.Resampling.BILINEAR)
         array = np.asarray(image, dtype=np.uint8)
     except _DECODE_ERRORS as e:
-        raise ReslabError(f"cannot decode image {path}: {e}; the file is damaged or not an image") from None
+        raise ReslabError(
+            f"cannot decode image {path}: {quote(e)}; the file is damaged or not an image"
+        ) from None
     if array.ndim == 2:
         return array[None]
     return array.transpose(2, 0, 1)
