@@ -1,0 +1,135 @@
+"""Device batches: pad-and-crop, flips only where allowed, seeded, subsets, normalisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reslab.data import DeviceBatches, Split
+from reslab.data.batches import random_crop
+
+MEAN = (0.25, 0.5, 0.75)
+STD = (0.5, 0.25, 0.125)
+
+
+def _split(n: int = 64, size: int = 8, seed: int = 0) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    # Random pixels in 1..255: every crop offset gives a different image, and padding (0) is recognisable.
+    images = torch.randint(1, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    return Split(images, torch.arange(n) % 10)
+
+
+def _unnormalise(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(MEAN).view(1, -1, 1, 1)
+    std = torch.tensor(STD).view(1, -1, 1, 1)
+    return (x * std + mean).mul(255).round().to(torch.uint8)
+
+
+def _collect(batches: DeviceBatches) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = zip(*batches, strict=True)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _offset(original: torch.Tensor, crop: torch.Tensor, pad: int) -> tuple[int, int]:
+    """The (dy, dx) of the manual crop of the zero-padded original that equals `crop`."""
+    padded = torch.nn.functional.pad(original, (pad, pad, pad, pad))
+    h, w = original.shape[1:]
+    matches = [
+        (dy, dx)
+        for dy in range(2 * pad + 1)
+        for dx in range(2 * pad + 1)
+        if torch.equal(padded[:, dy : dy + h, dx : dx + w], crop)
+    ]
+    assert len(matches) == 1, "a crop must be exactly one shifted window of the padded original"
+    return matches[0]
+
+
+def test_random_crop_is_a_shifted_window_of_the_padded_original() -> None:
+    split = _split(n=200)
+    pad = 2
+    crops = random_crop(split.images, pad, torch.Generator().manual_seed(0))
+    assert crops.shape == split.images.shape and crops.dtype == torch.uint8
+    offsets = [_offset(split.images[i], crops[i], pad) for i in range(len(crops))]
+    # Every one of the 25 offsets occurs, the identity (pad, pad) among them.
+    assert set(offsets) == {(dy, dx) for dy in range(5) for dx in range(5)}
+    assert random_crop(split.images, 0, None) is split.images
+
+
+def test_augmented_batches_are_crops_and_flips_only_when_allowed() -> None:
+    split = _split(n=64)
+    for allow_flip in (False, True):
+        batches = DeviceBatches(
+            split, 16, MEAN, STD, shuffle=False, augment=True, pad=1, allow_flip=allow_flip,
+            generator=torch.Generator().manual_seed(1),
+        )  # fmt: skip
+        x, y = _collect(batches)
+        assert torch.equal(y, split.labels)
+        images = _unnormalise(x)
+        flipped = 0
+        for original, image in zip(split.images, images, strict=True):
+            try:
+                _offset(original, image, 1)
+            except AssertionError:
+                _offset(original.flip(2), image, 1)  # otherwise it must be a crop of the mirror image
+                flipped += 1
+        if allow_flip:
+            assert 16 <= flipped <= 48  # about half
+        else:
+            assert flipped == 0
+
+
+def test_no_augmentation_gives_the_images_back() -> None:
+    split = _split(n=20)
+    x, y = _collect(DeviceBatches(split, 8, MEAN, STD, augment=False, pad=4, allow_flip=True))
+    assert torch.equal(_unnormalise(x), split.images) and torch.equal(y, split.labels)
+
+
+def test_normalisation_uses_the_given_mean_and_std() -> None:
+    split = _split(n=10)
+    x, _ = _collect(DeviceBatches(split, 10, MEAN, STD))
+    manual = (
+        split.images.double() / 255 - torch.tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    ) / torch.tensor(STD, dtype=torch.float64).view(1, 3, 1, 1)
+    assert x.dtype == torch.float32
+    torch.testing.assert_close(x.double(), manual, rtol=0, atol=1e-5)
+    xb, _ = _collect(DeviceBatches(split, 10, MEAN, STD, dtype=torch.bfloat16))
+    assert xb.dtype == torch.bfloat16
+    torch.testing.assert_close(xb.double(), manual, rtol=1e-2, atol=2e-2)
+
+
+def test_seeded_generator_makes_batches_repeatable() -> None:
+    split = _split(n=50)
+
+    def run(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        batches = DeviceBatches(
+            split, 16, MEAN, STD, shuffle=True, augment=True, pad=2, allow_flip=True,
+            generator=torch.Generator().manual_seed(seed),
+        )  # fmt: skip
+        return _collect(batches)
+
+    a, b, c = run(7), run(7), run(8)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[1], c[1])
+    # Shuffling is a permutation: every image exactly once.
+    assert sorted(a[1].tolist()) == sorted(split.labels.tolist())
+
+
+def test_indices_restrict_to_a_subset() -> None:
+    split = Split(_split(n=30).images, torch.arange(30))  # label = index
+    subset = torch.tensor([3, 7, 11, 29, 0])
+    batches = DeviceBatches(
+        split, 2, MEAN, STD, shuffle=True, indices=subset, generator=torch.Generator().manual_seed(0)
+    )
+    assert len(batches) == 3
+    x, y = _collect(batches)
+    assert sorted(y.tolist()) == sorted(subset.tolist())
+    assert torch.equal(_unnormalise(x), split.images[y])
+    dropped = DeviceBatches(split, 2, MEAN, STD, indices=subset, drop_last=True)
+    assert len(dropped) == 2 and len(_collect(dropped)[1]) == 4
+
+
+def test_channels_last_and_batch_size_check() -> None:
+    x, _ = next(iter(DeviceBatches(_split(n=4), 4, MEAN, STD, channels_last=True)))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError):
+        DeviceBatches(_split(n=4), 0, MEAN, STD)
