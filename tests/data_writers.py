@@ -4,8 +4,11 @@ shared by the data tests. Everything is generated here; nothing is downloaded.""
 from __future__ import annotations
 
 import gzip
+import io
 import pickle
+import struct
 import tarfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,34 +44,61 @@ def write_idx_set(
     return arrays
 
 
-def _dump(path: Path, obj: object) -> None:
-    # Protocol 2, as the official (Python 2 cPickle) files are.
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
+class Py2Pickler(pickle._Pickler):  # type: ignore[name-defined]
+    """Writes str and bytes as Python 2 byte strings (SHORT_BINSTRING/BINSTRING), the way the official
+    CIFAR files were written by Python 2's cPickle, instead of Python 3's _codecs.encode calls."""
+
+    dispatch = pickle._Pickler.dispatch.copy()  # type: ignore[attr-defined]
+
+    def save_py2_string(self, obj: str | bytes) -> None:
+        data = obj if isinstance(obj, bytes) else obj.encode("latin1")
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_string
+    dispatch[str] = save_py2_string
 
 
-def write_cifar10(root: Path, per_class_per_batch: int = 2, n_test: int = 20, seed: int = 0) -> dict:
+def py2_pickle(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    Py2Pickler(buffer, protocol=2).dump(obj)
+    # numpy 2 names its module numpy._core; Python 2's numpy wrote numpy.core.
+    return buffer.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
+def _dump(path: Path, obj: object, py2: bool = False) -> None:
+    # Protocol 2, as the official (Python 2 cPickle) files are; py2=True also copies their byte strings.
+    path.write_bytes(py2_pickle(obj) if py2 else pickle.dumps(obj, protocol=2))
+
+
+def write_cifar10(
+    root: Path, per_class_per_batch: int = 2, n_test: int = 20, seed: int = 0, py2: bool = False
+) -> dict:
     """root/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}; returns the arrays."""
     rng = np.random.default_rng(seed)
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
+    dump = partial(_dump, py2=py2)
     batches = []
     for i in range(1, 6):
         n = 10 * per_class_per_batch
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.permutation(np.arange(n) % 10)]
-        _dump(
+        dump(
             folder / f"data_batch_{i}",
             {"batch_label": f"training batch {i} of 5", "labels": labels, "data": data, "filenames": []},
         )
         batches.append((data, labels))
     test_data = rng.integers(0, 256, (n_test, 3072), dtype=np.uint8)
     test_labels = [int(v) for v in np.arange(n_test) % 10]
-    _dump(
+    dump(
         folder / "test_batch",
         {"batch_label": "testing batch 1 of 1", "labels": test_labels, "data": test_data},
     )
-    _dump(
+    dump(
         folder / "batches.meta", {"label_names": CIFAR10_NAMES, "num_cases_per_batch": 10000, "num_vis": 3072}
     )
     return {
@@ -79,22 +109,25 @@ def write_cifar10(root: Path, per_class_per_batch: int = 2, n_test: int = 20, se
     }
 
 
-def write_cifar100(root: Path, per_class: int = 10, n_test: int = 200, seed: int = 0) -> dict:
+def write_cifar100(
+    root: Path, per_class: int = 10, n_test: int = 200, seed: int = 0, py2: bool = False
+) -> dict:
     """root/cifar-100-python/{train, test, meta} with fine and coarse labels; returns the arrays."""
     rng = np.random.default_rng(seed)
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True, exist_ok=True)
+    dump = partial(_dump, py2=py2)
     fine = [int(v) for v in rng.permutation(np.arange(100 * per_class) % 100)]
     data = rng.integers(0, 256, (len(fine), 3072), dtype=np.uint8)
-    _dump(folder / "train", {"data": data, "fine_labels": fine, "coarse_labels": [f // 5 for f in fine]})
+    dump(folder / "train", {"data": data, "fine_labels": fine, "coarse_labels": [f // 5 for f in fine]})
     test_fine = [int(v) for v in np.arange(n_test) % 100]
     test_data = rng.integers(0, 256, (n_test, 3072), dtype=np.uint8)
-    _dump(
+    dump(
         folder / "test",
         {"data": test_data, "fine_labels": test_fine, "coarse_labels": [f // 5 for f in test_fine]},
     )
     names = [f"fine{i:02d}" for i in range(100)]
-    _dump(
+    dump(
         folder / "meta", {"fine_label_names": names, "coarse_label_names": [f"coarse{i}" for i in range(20)]}
     )
     return {"train_data": data, "train_labels": np.array(fine), "test_data": test_data, "names": names}

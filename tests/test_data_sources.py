@@ -88,9 +88,13 @@ def test_real_fashion_mnist() -> None:
     assert 0.2 < bundle.mean[0] < 0.4 and 0.25 < bundle.std[0] < 0.45
 
 
-@pytest.mark.parametrize("form", ["folder", "parent", "tarball", "parent-of-tarball"])
-def test_cifar10_loads(tmp_path: Path, form: str) -> None:
-    written = write_cifar10(tmp_path / "data", per_class_per_batch=2, n_test=20)
+@pytest.mark.parametrize(
+    "form, py2",
+    [("folder", True), ("folder", False), ("parent", False), ("tarball", True), ("parent-of-tarball", False)],
+)
+def test_cifar10_loads(tmp_path: Path, form: str, py2: bool) -> None:
+    """py2: the byte layout of the official files (Python 2 strings, numpy.core names)."""
+    written = write_cifar10(tmp_path / "data", per_class_per_batch=2, n_test=20, py2=py2)
     folder = tmp_path / "data" / "cifar-10-batches-py"
     if form.endswith("tarball"):
         tar_folder(folder, tmp_path / "data" / "cifar-10-python.tar.gz")
@@ -114,9 +118,9 @@ def test_cifar10_loads(tmp_path: Path, form: str) -> None:
     assert bundle.allow_flip and bundle.pad == 4
 
 
-@pytest.mark.parametrize("as_tar", [False, True])
-def test_cifar100_loads(tmp_path: Path, as_tar: bool) -> None:
-    written = write_cifar100(tmp_path, per_class=10, n_test=200)
+@pytest.mark.parametrize("as_tar, py2", [(False, False), (True, True)])
+def test_cifar100_loads(tmp_path: Path, as_tar: bool, py2: bool) -> None:
+    written = write_cifar100(tmp_path, per_class=10, n_test=200, py2=py2)
     target = tmp_path
     if as_tar:
         target = tar_folder(tmp_path / "cifar-100-python", tmp_path / "c100.tar.gz")

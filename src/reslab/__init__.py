@@ -1,8 +1,18 @@
 """reslab: the residual networks of He et al. 2016 and 2016b, built, trained, explained and fast."""
 
 from .errors import DivergedError, ReslabError
+from .export import ExportReport, export_checkpoint
 from .models import ResNet, ResNetConfig, create_model, list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["DivergedError", "ReslabError", "ResNet", "ResNetConfig", "create_model", "list_models"]
+__all__ = [
+    "DivergedError",
+    "ExportReport",
+    "ReslabError",
+    "ResNet",
+    "ResNetConfig",
+    "create_model",
+    "export_checkpoint",
+    "list_models",
+]

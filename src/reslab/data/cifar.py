@@ -73,7 +73,8 @@ FORMATS = {f.name: f for f in (CIFAR10, CIFAR100)}
 def _numpy_global(module: str, name: str) -> Any:
     import importlib
 
-    for candidate in (module, module.replace("numpy.core", "numpy._core", 1)):
+    # numpy 2 moved numpy.core to numpy._core (the old name still imports, with a warning).
+    for candidate in (module.replace("numpy.core.", "numpy._core.", 1), module):
         try:
             return getattr(importlib.import_module(candidate), name)
         except (ImportError, AttributeError):
