@@ -316,3 +316,11 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureF
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and "train-images-idx3-ubyte.gz" in err
+
+
+def test_folder_too_large_for_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import reslab.data.folder as folder
+
+    _two_classes(tmp_path)
+    monkeypatch.setattr(folder, "_physical_memory", lambda: 1000)  # 20 images of 6x6 need 720 B, twice
+    _fails(f"folder:{tmp_path}", "20 images of 1x6x6", "fit in memory")

@@ -1,4 +1,5 @@
-"""`folder:DIR`: one sub-folder per class, holding image files, decoded once into one uint8 tensor.
+"""`folder:DIR`: one sub-folder per class, holding image files (nested folders included), decoded once
+into one uint8 tensor; the set must fit in memory.
 
 Splits: if DIR has a `train/` folder, its class folders are the training set, and `val/` (or `valid/`,
 `validation/`) and `test/` are used when present; a missing `val/` is 10% of `train/`, a missing `test/` is
@@ -13,6 +14,7 @@ centre-cropped (see images.py). Flips are allowed (photos of objects); pad is 1/
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -77,7 +79,23 @@ def _most_common(sizes: list[tuple[int, int]]) -> tuple[int, int]:
     return max(counts, key=lambda s: (counts[s], s[0] * s[1]))
 
 
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _decode_all(paths: list[Path], in_chans: int, size: tuple[int, int]) -> torch.Tensor:
+    needed = len(paths) * in_chans * size[0] * size[1]
+    memory = _physical_memory()
+    # The set is held twice while the splits are cut out of it; refuse rather than be killed by the OOM killer.
+    if memory is not None and 2 * needed > memory // 2:
+        raise ReslabError(
+            f"{len(paths)} images of {in_chans}x{size[0]}x{size[1]} need {needed / 2**30:.1f} GiB as one "
+            f"uint8 tensor, too much for this machine's {memory / 2**30:.0f} GiB; folder data sets must fit "
+            "in memory (resize the images smaller first)"
+        )
     images = np.empty((len(paths), in_chans, *size), dtype=np.uint8)
     for i, path in enumerate(paths):
         with open_image(path) as image:
