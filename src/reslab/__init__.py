@@ -4,6 +4,10 @@ from .errors import DivergedError, ReslabError
 from .export import ExportReport, export_checkpoint
 from .models import ResNet, ResNetConfig, create_model, list_models
 
+# The functions shadow the `reslab.train` package attribute on purpose: `reslab.train(...)` trains;
+# submodules stay importable as `from reslab.train.engine import ...`.
+from .train.api import evaluate, predict, train  # noqa: E402
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -15,4 +19,7 @@ __all__ = [
     "create_model",
     "export_checkpoint",
     "list_models",
+    "train",
+    "evaluate",
+    "predict",
 ]

@@ -13,7 +13,7 @@ import sys
 
 from ..errors import DivergedError, ReslabError
 
-COMMAND_MODULES = ("models_cmd", "export_cmd")
+COMMAND_MODULES = ("models_cmd", "export_cmd", "train_cmd", "eval_cmd", "predict_cmd", "benchmark_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

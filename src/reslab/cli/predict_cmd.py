@@ -1,0 +1,32 @@
+"""`reslab predict`: top-k classes of image files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .output import console
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("predict", help="classify image files with a checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint file or a run directory (its best.pt)")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from ..train.api import predict
+
+    results = predict(args.checkpoint, args.images, topk=args.topk, device=args.device)
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    out = console()
+    for item in results:
+        ranked = "  ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in item["top"])
+        out.print(f"{item['image']}: {ranked}", highlight=False)
+    return 0

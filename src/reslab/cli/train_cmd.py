@@ -1,0 +1,84 @@
+"""`reslab train`: parse flags, call reslab.train()."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..train.recipes import RECIPES, SCHEDULES
+from .output import console
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model (default: resnet20 on the bundled digits)",
+        description="Train a model; writes config.json, metrics.jsonl, test.json, last.pt, best.pt and "
+        "curves.png to the run directory. Unset numbers come from the recipe.",
+    )
+    p.add_argument("--model", default="resnet20", help="model name (see `reslab models`); default resnet20")
+    p.add_argument(
+        "--data",
+        default="digits",
+        help="data spec: digits, fashion-mnist[:DIR], mnist:DIR, "
+        "cifar10:DIR, cifar100:DIR, folder:DIR; default digits",
+    )
+    p.add_argument("--epochs", type=int, help="epochs (replaces the paper recipe's iteration count)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--schedule", choices=SCHEDULES)
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="auto: bf16 + channels_last on CUDA and on CPUs with AMX/AVX512-BF16, else fp32",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run directory (default runs/<model>-<data>-<timestamp>)")
+    p.add_argument("--resume", metavar="DIR_OR_CKPT", help="continue an interrupted run from its last.pt")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--recipe", default="default", choices=RECIPES)
+    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--weights",
+        metavar="CKPT_OR_PTH",
+        help="start from these weights (reslab checkpoint or torchvision .pth); a new "
+        "classifier when the class count differs",
+    )
+    p.add_argument("--download", action="store_true", help="let the data source download (CIFAR)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads (default: 1 for images up to 16x16, where more only add overhead)",
+    )
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..train.api import train
+
+    train(
+        model=args.model,
+        data=args.data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        schedule=args.schedule,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        precision=args.precision,
+        seed=args.seed,
+        out=args.out,
+        resume=args.resume,
+        device=args.device,
+        recipe=args.recipe,
+        quiet=args.quiet,
+        compile=args.compile,
+        weights=args.weights,
+        download=args.download,
+        threads=args.threads,
+        console=console(),
+    )
+    return 0

@@ -1,0 +1,345 @@
+"""The public training API: `train`, `evaluate`, `predict` (the CLI calls exactly these)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from ..data import DataBundle, load_data, normalise
+from ..errors import ReslabError
+from ..models import create_model
+from ..models.zoo import resolve_config
+from ..precision import resolve_device, resolve_precision
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .engine import Trainer, steps_per_epoch
+from .evaluation import evaluate_split
+from .finetune import load_finetune_weights
+from .progress import RunProgress
+from .recipes import TrainConfig, resolve_recipe
+from .run_dir import default_run_dir, plot_curves, write_json
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    test: dict[str, Any]
+    best_val_error: float
+    metrics: list[dict[str, Any]]
+    config: dict[str, Any]
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _resume_checkpoint(resume: str | Path) -> dict[str, Any]:
+    path = Path(resume)
+    if path.is_dir():
+        if not (path / "last.pt").is_file():
+            raise ReslabError(f"--resume {str(path)!r}: no last.pt in that folder; is it a reslab run?")
+        path = path / "last.pt"
+    payload = load_checkpoint(path)
+    for key in ("train_config", "optimizer", "scheduler", "rng", "epoch"):
+        if key not in payload:
+            raise ReslabError(f"--resume {str(path)!r}: it holds weights only, not a training state")
+    return payload
+
+
+def _load_bundle(spec: str, seed: int, download: bool, device: torch.device) -> DataBundle:
+    bundle = load_data(spec, seed=seed, download=download)
+    bundle.train, bundle.val, bundle.test = (
+        bundle.train.to(device),
+        bundle.val.to(device),
+        bundle.test.to(device),
+    )
+    return bundle
+
+
+def train(
+    model: str = "resnet20",
+    data: str = "digits",
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    schedule: str | None = None,
+    warmup_steps: int | None = None,
+    weight_decay: float | None = None,
+    precision: str = "auto",
+    seed: int = 0,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    device: str = "auto",
+    recipe: str = "default",
+    quiet: bool = False,
+    compile: bool = False,
+    model_options: dict[str, Any] | None = None,
+    weights: str | Path | None = None,
+    download: bool = False,
+    threads: int | None = None,
+    console: Console | None = None,
+) -> RunResult:
+    """Train `model` on `data`; write the run directory; evaluate the test set once with the best-on-
+    validation weights. With `resume`, every setting comes from the checkpoint and the run continues.
+    threads: CPU threads for this run (None: 1 for images of at most 16x16 pixels, else torch's default)."""
+    console = console or Console()
+    saved_threads = torch.get_num_threads()
+    try:
+        return _train(**{k: v for k, v in locals().items() if k not in ("saved_threads",)})
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def cpu_threads(requested: int | None, image_size: tuple[int, int], device: torch.device) -> int:
+    """Threads for a CPU run. Tiny images make per-layer work so small that a second OpenMP thread
+    buys little on an idle machine and costs 10-60x on a busy one (measured on digits, see README)."""
+    if requested is not None:
+        if requested < 1:
+            raise ReslabError(f"--threads must be at least 1, got {requested}")
+        return requested
+    if device.type == "cpu" and image_size[0] * image_size[1] <= 16 * 16:
+        return 1
+    return torch.get_num_threads()
+
+
+def _train(
+    model: str,
+    data: str,
+    *,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    schedule: str | None,
+    warmup_steps: int | None,
+    weight_decay: float | None,
+    precision: str,
+    seed: int,
+    out: str | Path | None,
+    resume: str | Path | None,
+    device: str,
+    recipe: str,
+    quiet: bool,
+    compile: bool,
+    model_options: dict[str, Any] | None,
+    weights: str | Path | None,
+    download: bool,
+    threads: int | None,
+    console: Console,
+) -> RunResult:
+    payload = None
+    if resume is not None:
+        payload = _resume_checkpoint(resume)
+        run_config = payload["train_config"]
+        run_dir = Path(payload["path"]).parent
+        model, data, seed = run_config["model"], run_config["data"], run_config["seed"]
+        threads = threads or run_config["environment"].get("threads")
+        model_options, weights = run_config["model_options"], None
+        compile, download = run_config["compile"], run_config["download"]
+        train_config = TrainConfig.from_dict(run_config["train"])
+        dev = resolve_device(run_config["device"])
+        prec = resolve_precision(run_config["precision"]["precision"], dev)
+    else:
+        resolve_config(model)  # an unknown name fails before any data is read
+        dev = resolve_device(device)
+        prec = resolve_precision(precision, dev)
+        train_config = resolve_recipe(
+            recipe,
+            model_depth=resolve_config(model).depth,
+            train_size=1,  # replaced below once the data is known
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            schedule=schedule,
+            warmup_steps=warmup_steps,
+            weight_decay=weight_decay,
+        )
+    bundle = _load_bundle(data, seed, download, dev)
+    if payload is None:
+        train_config = resolve_recipe(
+            recipe,
+            model_depth=resolve_config(model).depth,
+            train_size=len(bundle.train),
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            schedule=schedule,
+            warmup_steps=warmup_steps,
+            weight_decay=weight_decay,
+        )
+        run_dir = Path(out) if out is not None else default_run_dir(model, data)
+        if (run_dir / "last.pt").exists():
+            raise ReslabError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick --out"
+            )
+
+    torch.set_num_threads(cpu_threads(threads, bundle.image_size, dev))
+    torch.manual_seed(seed)
+    options = dict(model_options or {})
+    net = create_model(model, in_chans=bundle.in_chans, num_classes=bundle.num_classes, **options)
+    if weights is not None:
+        load_finetune_weights(net, weights)
+    net = net.to(dev)
+    if prec.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    train_net = torch.compile(net) if compile else net
+
+    if payload is None:
+        run_config = {
+            "model": model,
+            "model_options": options,
+            "model_config": net.config.to_dict(),
+            "data": data,
+            "data_info": bundle.info(),
+            "seed": seed,
+            "device": str(dev),
+            "precision": prec.to_dict(),
+            "compile": compile,
+            "weights": str(weights) if weights is not None else None,
+            "download": download,
+            "train": train_config.to_dict(),
+            "steps_per_epoch": steps_per_epoch(len(bundle.train), train_config.batch_size),
+            "run_dir": str(run_dir),
+            "environment": {
+                "reslab": _version(),
+                "torch": str(torch.__version__),
+                "python": platform.python_version(),
+                "threads": torch.get_num_threads(),
+                "cpu_count": os.cpu_count(),
+                "cuda_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+            },
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", run_config)
+
+    trainer = Trainer(
+        net, bundle, train_config, prec, dev, run_dir, seed=seed, run_config=run_config, train_model=train_net
+    )
+    if payload is not None:
+        trainer.restore(payload)
+    progress = RunProgress(console, trainer.epochs, quiet=quiet)
+    if not quiet:
+        what = "resuming" if payload is not None else "training"
+        console.print(
+            f"{what} {model} on {data} ({len(bundle.train)} train / {len(bundle.val)} val / "
+            f"{len(bundle.test)} test, {bundle.num_classes} classes) for {trainer.epochs} epochs "
+            f"({trainer.total_steps} steps of {train_config.batch_size}) on {dev}, {prec.name}"
+            f"{' + channels_last' if prec.channels_last else ''}; recipe {train_config.recipe}, "
+            f"{train_config.schedule} lr {train_config.lr:g} -> {run_dir}",
+            highlight=False,
+        )
+    try:
+        with progress:
+            state = trainer.fit(progress)
+    finally:
+        if trainer.state.metrics:
+            plot_curves(run_dir / "curves.png", trainer.state.metrics, title=f"{model} on {data}")
+
+    best = load_checkpoint(run_dir / "best.pt", map_location=dev)
+    net.load_state_dict(best["model"])
+    result = evaluate_split(net, bundle.test, bundle.mean, bundle.std, prec, bundle.num_classes)
+    result.pop("confusion")
+    test = {**result, "best_epoch": best["epoch"]}
+    write_json(run_dir / "test.json", test)
+    console.print(
+        f"test (once, best-on-validation weights of epoch {best['epoch']}): "
+        f"loss {test['loss']:.4f}  accuracy {100 * test['accuracy']:.2f}%  error {100 * test['error']:.2f}%  "
+        f"n {test['n']}  -> {run_dir}",
+        highlight=False,
+    )
+    return RunResult(run_dir, test, state.best_val_error, list(state.metrics), run_config)
+
+
+def _checkpoint_and_model(
+    checkpoint: str | Path, dev: torch.device
+) -> tuple[dict[str, Any], torch.nn.Module]:
+    payload = load_checkpoint(checkpoint)
+    if "data" not in payload or "class_names" not in payload.get("data", {}):
+        raise ReslabError(f"checkpoint {payload['path']!r} does not say what data it expects")
+    model = model_from_checkpoint(payload).to(dev).eval()
+    return payload, model
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: str | None = None,
+    split: str = "test",
+    device: str = "auto",
+    precision: str = "auto",
+    download: bool = False,
+) -> dict[str, Any]:
+    """Loss, error, accuracy, per-class accuracy and the confusion matrix of a checkpoint on a split.
+    The data defaults to the checkpoint's (same spec and seed, so the same split); inputs are normalised
+    with the statistics training used."""
+    if split not in ("train", "val", "test"):
+        raise ReslabError(f"unknown split {split!r}; choose train, val or test")
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    payload, model = _checkpoint_and_model(checkpoint, dev)
+    info = payload["data"]
+    seed = int(payload.get("train_config", {}).get("seed", 0))
+    spec = data or info["spec"]
+    bundle = _load_bundle(spec, seed, download, dev)
+    if bundle.in_chans != info["in_chans"]:
+        raise ReslabError(
+            f"data {spec!r} has {bundle.in_chans} channel(s) but the model expects {info['in_chans']}"
+        )
+    if bundle.num_classes != len(info["class_names"]):
+        raise ReslabError(
+            f"data {spec!r} has {bundle.num_classes} classes but the model predicts {len(info['class_names'])}"
+        )
+    if prec.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    mean, std = tuple(info["mean"]), tuple(info["std"])
+    result = evaluate_split(model, bundle.split(split), mean, std, prec, bundle.num_classes)
+    return {
+        "checkpoint": payload["path"],
+        "model": payload["model_name"],
+        "data": spec,
+        "split": split,
+        **result,
+        "class_names": list(info["class_names"]),
+    }
+
+
+def predict(
+    checkpoint: str | Path, images: list[str | Path], topk: int = 5, device: str = "auto"
+) -> list[dict[str, Any]]:
+    """Top-k classes with probabilities for each image file, read and normalised as training saw data."""
+    from ..data.images import read_image
+
+    if topk < 1:
+        raise ReslabError(f"--topk must be at least 1, got {topk}")
+    if not images:
+        raise ReslabError("no images given")
+    dev = resolve_device(device)
+    payload, model = _checkpoint_and_model(checkpoint, dev)
+    info = payload["data"]
+    names = list(info["class_names"])
+    pixels = torch.stack([read_image(p, info["in_chans"], tuple(info["image_size"])) for p in images])
+    mean = torch.tensor(info["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(info["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    x = normalise(pixels, mean, std).to(dev)
+    with torch.inference_mode():
+        probs = torch.softmax(model(x).float(), dim=1).cpu()
+    k = min(topk, len(names))
+    values, indices = probs.topk(k, dim=1)
+    return [
+        {
+            "image": str(path),
+            "top": [
+                {"class": names[i], "index": i, "probability": round(p, 6)}
+                for p, i in zip(vals.tolist(), idx.tolist(), strict=True)
+            ],
+        }
+        for path, vals, idx in zip(images, values, indices, strict=True)
+    ]

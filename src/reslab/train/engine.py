@@ -1,0 +1,229 @@
+"""The fit loop: epochs of device batches through the train step, validation, checkpoints, metrics.
+
+Crash safety: at each epoch's end best.pt (when validation improved), then last.pt, then metrics.jsonl are
+replaced atomically. last.pt holds everything needed to continue (weights, optimiser, scheduler, RNG
+states, the data generator, epoch, step, the metric history), so a run killed at any moment resumes from
+the last finished epoch and reproduces the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import DataBundle, DeviceBatches
+from ..errors import DivergedError
+from ..precision import Precision
+from .checkpoint import model_payload, save_checkpoint
+from .evaluation import evaluate_split
+from .progress import RunProgress
+from .recipes import LRSchedule, TrainConfig, make_optimizer, make_scheduler
+from .run_dir import write_metrics
+from .step import TrainStep, make_train_step
+
+# Host syncs (loss/error read-outs, NaN checks) per epoch, besides the one at its end.
+READS_PER_EPOCH = 4
+
+
+@dataclass
+class FitState:
+    epoch: int = 0
+    step: int = 0
+    best_val_error: float = math.inf
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def steps_per_epoch(train_size: int, batch_size: int) -> int:
+    """Full batches only (BatchNorm dislikes a tiny last batch), unless the set is smaller than a batch."""
+    return max(1, train_size // batch_size)
+
+
+def make_batches(
+    bundle: DataBundle, batch_size: int, precision: Precision, generator: torch.Generator
+) -> DeviceBatches:
+    return DeviceBatches(
+        bundle.train,
+        batch_size,
+        bundle.mean,
+        bundle.std,
+        shuffle=True,
+        augment=True,
+        pad=bundle.pad,
+        allow_flip=bundle.allow_flip,
+        drop_last=len(bundle.train) >= batch_size,
+        generator=generator,
+        channels_last=precision.channels_last,
+    )
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "data": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Owns the optimiser, schedule and step of one run; `fit()` runs the remaining epochs."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        bundle: DataBundle,
+        config: TrainConfig,
+        precision: Precision,
+        device: torch.device,
+        run_dir: Path,
+        *,
+        seed: int,
+        run_config: dict[str, Any],
+        train_model: nn.Module | None = None,
+    ) -> None:
+        self.model = model  # the plain module: checkpoints and evaluation
+        self.train_model = train_model or model  # possibly compiled
+        self.bundle = bundle
+        self.config = config
+        self.precision = precision
+        self.device = device
+        self.run_dir = Path(run_dir)
+        self.run_config = run_config
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.batches = make_batches(bundle, config.batch_size, precision, self.generator)
+        self.steps_per_epoch = len(self.batches)
+        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.schedule = LRSchedule(config, self.total_steps)
+        self.optimizer = make_optimizer(model, config, device)
+        self.scheduler = make_scheduler(self.optimizer, self.schedule)
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.step_fn: TrainStep = make_train_step(
+            self.train_model, self.optimizer, precision, scheduler=self.scheduler, loss_fn=loss_fn
+        )
+        self.state = FitState()
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def payload(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            **model_payload(self.model),
+            "data": self.bundle.info(),
+            "train_config": self.run_config,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "grad_scaler": self.step_fn.grad_scaler.state_dict() if self.step_fn.grad_scaler else None,
+            "rng": rng_state(self.generator),
+            "epoch": s.epoch,
+            "step": s.step,
+            "best_val_error": s.best_val_error,
+            "best_val_loss": s.best_val_loss,
+            "best_epoch": s.best_epoch,
+            "metrics": list(s.metrics),
+        }
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Continue from a last.pt: weights, optimiser, scheduler, RNG, counters and metric history."""
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        if self.step_fn.grad_scaler is not None and payload.get("grad_scaler"):
+            self.step_fn.grad_scaler.load_state_dict(payload["grad_scaler"])
+        restore_rng(payload["rng"], self.generator)
+        self.state = FitState(
+            epoch=int(payload["epoch"]),
+            step=int(payload["step"]),
+            best_val_error=float(payload["best_val_error"]),
+            best_val_loss=float(payload.get("best_val_loss", math.inf)),
+            best_epoch=int(payload.get("best_epoch", 0)),
+            metrics=list(payload.get("metrics", [])),
+        )
+        # The checkpoint is the truth: drop rows of an epoch that finished after it was written.
+        write_metrics(self.run_dir, self.state.metrics)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def _check_finite(self, loss: float, where: str) -> None:
+        if math.isfinite(loss):
+            return
+        if self.step_fn.grad_scaler is not None and all(
+            bool(torch.isfinite(p).all()) for p in self.model.parameters()
+        ):
+            return  # fp16 overflow: the scaler skipped those steps and lowered its scale
+        raise DivergedError(
+            f"training diverged: the loss became {loss} at {where} (step {self.state.step}); "
+            f"stopped. The last good checkpoint {self.run_dir / 'last.pt'} is kept. "
+            f"Try a lower --lr (was {self.config.lr:g}) or more --warmup-steps."
+        )
+
+    def fit(self, progress: RunProgress) -> FitState:
+        s = self.state
+        read_every = max(1, self.steps_per_epoch // READS_PER_EPOCH)
+        model = self.train_model
+        model.train()
+        while s.epoch < self.epochs and s.step < self.total_steps:
+            epoch = s.epoch + 1
+            steps = min(self.steps_per_epoch, self.total_steps - s.step)
+            lr = self.optimizer.param_groups[0]["lr"]
+            progress.start_epoch(epoch, steps)
+            self.step_fn.reset()
+            started = time.perf_counter()
+            for i, (x, y) in enumerate(self.batches):
+                if i >= steps:
+                    break
+                self.step_fn(x, y)
+                s.step += 1
+                progress.advance(y.shape[0])
+                if (i + 1) % read_every == 0 and i + 1 < steps:
+                    loss, error, _ = self.step_fn.read()
+                    self._check_finite(loss, f"epoch {epoch}")
+                    progress.show(loss, error)
+            train_loss, train_error, images = self.step_fn.read()
+            self._check_finite(train_loss, f"epoch {epoch}")
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            train_seconds = time.perf_counter() - started
+            val = evaluate_split(
+                self.model,
+                self.bundle.val,
+                self.bundle.mean,
+                self.bundle.std,
+                self.precision,
+                self.bundle.num_classes,
+                confusion=False,
+            )
+            self._check_finite(val["loss"], f"validation after epoch {epoch}")
+            s.epoch = epoch
+            row = {
+                "epoch": epoch,
+                "step": s.step,
+                "lr": lr,
+                "train_loss": train_loss,
+                "train_error": train_error,
+                "val_loss": val["loss"],
+                "val_error": val["error"],
+                "seconds": round(time.perf_counter() - started, 3),
+                "images_per_second": round(images / max(train_seconds, 1e-9), 1),
+            }
+            s.metrics.append(row)
+            # Ties on validation error go to the lower validation loss; the test set is never consulted.
+            best = (val["error"], val["loss"]) < (s.best_val_error, s.best_val_loss)
+            if best:
+                s.best_val_error, s.best_val_loss, s.best_epoch = val["error"], val["loss"], epoch
+                save_checkpoint(self.run_dir / "best.pt", self.payload())
+            save_checkpoint(self.run_dir / "last.pt", self.payload())
+            write_metrics(self.run_dir, s.metrics)
+            progress.epoch_line(row, best)
+        return s
