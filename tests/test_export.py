@@ -11,7 +11,7 @@ import torch
 from reslab.cli import main
 from reslab.data import load_data
 from reslab.errors import ReslabError
-from reslab.export import FORMATS, export_checkpoint
+from reslab.export import FORMATS, export_checkpoint, read_metadata
 from reslab.export import formats as export_formats
 from reslab.models import create_model
 from reslab.train.checkpoint import model_payload, save_checkpoint
@@ -71,6 +71,8 @@ def test_cifar_model_round_trip_dynamic_batch(digits_ckpt, tmp_path, fmt):
     assert report.input_source.startswith("digits test split")
     assert report.size_bytes == out.stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temp files left
+    meta = read_metadata(out)
+    assert meta["class_names"] == bundle.class_names and meta["mean"] == pytest.approx(list(bundle.mean))
     mean = torch.tensor(bundle.mean).view(1, -1, 1, 1)
     std = torch.tensor(bundle.std).view(1, -1, 1, 1)
     x = (bundle.test.images[:3].float() / 255 - mean) / std
@@ -166,6 +168,7 @@ def test_unloadable_file_is_a_failed_check(digits_ckpt, tmp_path, capsys, monkey
         (["{corrupt}"], "cannot read checkpoint"),
         (["{ckpt}", "--out", "{tmp}/no/such/dir/m.onnx"], "does not exist"),
         (["{ckpt}", "--out", "{corrupt}/m.onnx"], "does not exist"),
+        (["{ckpt}", "-f", "exported-program", "-o", "{tmp}/m.pt"], "only files ending in .pt2"),
         (["{ckpt}", "-f", "torchscript", "--opset", "18"], "--opset applies only to --format onnx"),
         (["{ckpt}", "--opset", "99"], "out of range"),
         (["{ckpt}", "--dynamic-batch", "--batch-size", "1"], "--batch-size must be at least 2"),

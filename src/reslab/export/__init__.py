@@ -1,7 +1,7 @@
 """Export to the formats serving stacks read (ONNX, TorchScript, torch.export), each verified on load."""
 
 from .core import DEFAULT_ATOL, ExportReport, default_out, export_checkpoint, export_model
-from .formats import DEFAULT_OPSET, FORMATS
+from .formats import DEFAULT_OPSET, FORMATS, read_metadata
 
 __all__ = [
     "DEFAULT_ATOL",
@@ -11,4 +11,5 @@ __all__ = [
     "default_out",
     "export_checkpoint",
     "export_model",
+    "read_metadata",
 ]

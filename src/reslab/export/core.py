@@ -80,6 +80,8 @@ def _resolve_out(out: str | Path | None, checkpoint_path: Path, fmt: str) -> Pat
     path = default_out(checkpoint_path, fmt) if out is None else Path(out)
     if path.is_dir():
         path = path / default_out(checkpoint_path, fmt).name
+    if fmt == "exported-program" and path.suffix != ".pt2":
+        raise ReslabError(f"cannot write {str(path)!r}: torch.export.load reads only files ending in .pt2")
     if not path.parent.is_dir():
         raise ReslabError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
     if not os.access(path.parent, os.W_OK):
@@ -107,9 +109,11 @@ def export_model(
     atol: float = DEFAULT_ATOL,
     input_source: str = "the given batch",
     model_name: str = "",
+    metadata: dict[str, Any] | None = None,
 ) -> ExportReport:
     """Export an fp32 model traced at `example`, read the file back, compare on `check_batch` (default:
-    example) at each of `batch_sizes`. The file lands at path (atomically) only if the check passes."""
+    example) at each of `batch_sizes`. The file lands at path (atomically) only if the check passes.
+    `metadata` (JSON-able) is stored in the file; read it back with `read_metadata(path)`."""
     fmt = _check_format(fmt)
     path = Path(path)
     if fmt != "onnx" and opset is not None:
@@ -127,7 +131,7 @@ def export_model(
     try:
         start = time.perf_counter()
         try:
-            written = formats.write(fmt, model, example, tmp, dynamic_batch, opset)
+            written = formats.write(fmt, model, example, tmp, dynamic_batch, opset, metadata or {})
         except ReslabError:
             raise
         except Exception as exc:
@@ -217,4 +221,21 @@ def export_checkpoint(
         atol=atol,
         input_source=source,
         model_name=str(payload.get("model_name") or model.config.name),
+        metadata=serving_metadata(payload, model, shape),
     )
+
+
+def serving_metadata(
+    payload: dict[str, Any], model: nn.Module, shape: tuple[int, int, int]
+) -> dict[str, Any]:
+    """How a server must prepare inputs and read outputs, stored in the exported file."""
+    data = payload.get("data") or {}
+    return {
+        "model_name": str(payload.get("model_name") or model.config.name),
+        "input": f"float32 (N, {shape[0]}, {shape[1]}, {shape[2]}): (pixels / 255 - mean) / std per channel",
+        "mean": list(data.get("mean") or []),
+        "std": list(data.get("std") or []),
+        "class_names": list(data.get("class_names") or []),
+        "output": "logits (N, num_classes); softmax for probabilities",
+        "data_spec": data.get("spec"),
+    }

@@ -9,10 +9,12 @@ through the deprecated TorchScript-based exporter instead, which is still the on
 from __future__ import annotations
 
 import contextlib
+import json
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,6 +29,9 @@ SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts.pt", "exported-program": ".pt2"
 DEFAULT_OPSET = 20
 MIN_OPSET, DYNAMO_MIN_OPSET, MAX_OPSET = 7, 18, 23
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+# Each file carries what a server needs to feed it (preprocessing, class names) under this key: ONNX
+# metadata_props, a TorchScript extra file, an ExportedProgram extra file.
+METADATA_KEY = "reslab.json"
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -70,7 +75,7 @@ def check_opset(opset: int | None) -> int:
 
 
 def write_onnx(
-    model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, opset: int
+    model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, opset: int, metadata: str
 ) -> Written:
     _require_onnx()
     import onnx
@@ -106,14 +111,16 @@ def write_onnx(
             )
             exporter = "torch.onnx.export (TorchScript-based, for opset < 18)"
     proto = onnx.load(str(path), load_external_data=False)
+    onnx.helper.set_model_props(proto, {METADATA_KEY: metadata})
     onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
     written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if written != opset:
         raise ReslabError(f"the ONNX exporter wrote opset {written} instead of the requested {opset}")
     return Written(exporter=exporter, opset=written)
 
 
-def write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> Written:
+def write_torchscript(model: nn.Module, example: torch.Tensor, path: Path, metadata: str) -> Written:
     with _quiet():
         try:
             module = torch.jit.script(model)
@@ -122,28 +129,57 @@ def write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> Wr
             module = torch.jit.trace(model, (example,))
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             written = Written(exporter="torch.jit.trace", note=f"scripting failed ({first}); traced instead")
-        module.save(str(path))
+        torch.jit.save(module, str(path), _extra_files={METADATA_KEY: metadata})
     return written
 
 
 def write_exported_program(
-    model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool
+    model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, metadata: str
 ) -> Written:
     dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     with _quiet():
         program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
-        torch.export.save(program, str(path))
+        torch.export.save(program, str(path), extra_files={METADATA_KEY: metadata})
     return Written(exporter="torch.export.export")
 
 
 def write(
-    fmt: str, model: nn.Module, example: torch.Tensor, path: Path, dynamic_batch: bool, opset: int | None
+    fmt: str,
+    model: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    dynamic_batch: bool,
+    opset: int | None,
+    metadata: dict[str, Any],
 ) -> Written:
+    text = json.dumps(metadata)
     if fmt == "onnx":
-        return write_onnx(model, example, path, dynamic_batch, check_opset(opset))
+        return write_onnx(model, example, path, dynamic_batch, check_opset(opset), text)
     if fmt == "torchscript":
-        return write_torchscript(model, example, path)
-    return write_exported_program(model, example, path, dynamic_batch)
+        return write_torchscript(model, example, path, text)
+    return write_exported_program(model, example, path, dynamic_batch, text)
+
+
+def read_metadata(path: str | Path, fmt: str | None = None) -> dict[str, Any]:
+    """The reslab metadata an exported file carries (empty if it has none); fmt defaults from the name."""
+    path = Path(path)
+    fmt = fmt or {".onnx": "onnx", ".pt2": "exported-program"}.get(path.suffix, "torchscript")
+    text = ""
+    if fmt == "onnx":
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        text = next((p.value for p in proto.metadata_props if p.key == METADATA_KEY), "")
+    else:
+        files = {METADATA_KEY: ""}
+        with _quiet():
+            if fmt == "exported-program":
+                torch.export.load(str(path), extra_files=files)
+            else:
+                torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+        text = files[METADATA_KEY]
+        text = text.decode() if isinstance(text, bytes) else text
+    return json.loads(text) if text else {}
 
 
 def load_runner(fmt: str, path: Path) -> tuple[Runner, str]:
