@@ -269,22 +269,29 @@ def _checkpoint_and_model(
     return payload, model
 
 
+def _trained_precision(payload: dict[str, Any], dev: torch.device) -> str:
+    """The precision the run trained (and validated) in, so `eval` repeats test.json; auto if it cannot."""
+    name = payload.get("train_config", {}).get("precision", {}).get("precision", "auto")
+    return name if name != "fp16" or dev.type == "cuda" else "auto"
+
+
 def evaluate(
     checkpoint: str | Path,
     data: str | None = None,
     split: str = "test",
     device: str = "auto",
-    precision: str = "auto",
+    precision: str | None = None,
     download: bool = False,
 ) -> dict[str, Any]:
     """Loss, error, accuracy, per-class accuracy and the confusion matrix of a checkpoint on a split.
+    precision None: the one the checkpoint was trained in.
     The data defaults to the checkpoint's (same spec and seed, so the same split); inputs are normalised
     with the statistics training used."""
     if split not in ("train", "val", "test"):
         raise ReslabError(f"unknown split {split!r}; choose train, val or test")
     dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
     payload, model = _checkpoint_and_model(checkpoint, dev)
+    prec = resolve_precision(precision or _trained_precision(payload, dev), dev)
     info = payload["data"]
     seed = int(payload.get("train_config", {}).get("seed", 0))
     spec = data or info["spec"]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..data import DataBundle, DeviceBatches
-from ..errors import DivergedError
+from ..errors import DivergedError, ReslabError
 from ..precision import Precision
 from .checkpoint import model_payload, save_checkpoint
 from .evaluation import evaluate_split
@@ -137,12 +137,18 @@ class Trainer:
 
     def restore(self, payload: dict[str, Any]) -> None:
         """Continue from a last.pt: weights, optimiser, scheduler, RNG, counters and metric history."""
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        if self.step_fn.grad_scaler is not None and payload.get("grad_scaler"):
-            self.step_fn.grad_scaler.load_state_dict(payload["grad_scaler"])
-        restore_rng(payload["rng"], self.generator)
+        try:
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.scheduler.load_state_dict(payload["scheduler"])
+            if self.step_fn.grad_scaler is not None and payload.get("grad_scaler"):
+                self.step_fn.grad_scaler.load_state_dict(payload["grad_scaler"])
+            restore_rng(payload["rng"], self.generator)
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise ReslabError(
+                f"cannot resume from {payload.get('path', 'the checkpoint')!r}: its state does not fit "
+                f"{self.run_config['model']} ({str(exc).strip().splitlines()[0]})"
+            ) from None
         self.state = FitState(
             epoch=int(payload["epoch"]),
             step=int(payload["step"]),

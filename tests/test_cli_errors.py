@@ -1,0 +1,128 @@
+"""Bad input to train/eval/predict: one line on stderr, exit status 2 (divergence: 3), no traceback."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import reslab
+from reslab.cli import main
+from reslab.train.checkpoint import load_checkpoint, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("errrun") / "run"
+    reslab.train(
+        model="resnet8", epochs=1, batch_size=64, precision="fp32", device="cpu", quiet=True, out=out
+    )
+    return out / "best.pt"
+
+
+def fails(capsys, argv: list[str], code: int = 2) -> str:
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("reslab ") and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--model", "nosuchnet"], "nosuchnet"),
+        (["--data", "nosuchdata"], "nosuchdata"),
+        (["--epochs", "0"], "--epochs"),
+        (["--epochs", "-3"], "--epochs"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--batch-size", "-8"], "--batch-size"),
+        (["--precision", "fp16", "--device", "cpu"], "fp16"),
+        (["--lr", "-1"], "--lr"),
+    ],
+)
+def test_train_rejects_bad_settings(capsys, tmp_path, flags, words):
+    err = fails(capsys, ["train", "--out", str(tmp_path / "run"), *flags])
+    assert words in err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_train_refuses_weights_for_another_architecture(capsys, tmp_path, checkpoint):
+    err = fails(
+        capsys, ["train", "--model", "resnet14", "--weights", str(checkpoint), "--out", str(tmp_path)]
+    )
+    assert "do not fit resnet14" in err
+
+
+def test_a_diverging_run_exits_3(capsys, tmp_path):
+    argv = ["train", "--model", "resnet8", "--lr", "1e12", "--epochs", "2", "--batch-size", "64"]
+    err = fails(
+        capsys, [*argv, "--precision", "fp32", "--device", "cpu", "--quiet", "--out", str(tmp_path)], 3
+    )
+    assert "diverged" in err and "--lr" in err
+
+
+def _truncated(tmp_path, checkpoint):
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(checkpoint.read_bytes()[: os.path.getsize(checkpoint) // 2])
+    return path
+
+
+def _not_a_checkpoint(tmp_path, checkpoint):
+    path = tmp_path / "notes.pt"
+    path.write_text("these are not the weights you are looking for\n")
+    return path
+
+
+def _other_architecture(tmp_path, checkpoint):
+    payload = load_checkpoint(checkpoint)
+    payload.pop("path")
+    payload["model_config"] = reslab.create_model("resnet14", in_chans=1, num_classes=10).config.to_dict()
+    payload["train_config"] = dict(payload["train_config"], model="resnet14")
+    return save_checkpoint(tmp_path / "other.pt", payload)
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def _code_pickle(tmp_path, checkpoint):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "reslab-checkpoint", "version": 1, "model": RunsCode()}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (_truncated, "cannot read checkpoint"),
+        (_not_a_checkpoint, "cannot read checkpoint"),
+        (_other_architecture, "resnet14"),
+        (_code_pickle, "weights-only"),
+    ],
+)
+@pytest.mark.parametrize("command", ["eval", "predict", "train-resume"])
+def test_bad_checkpoints(capsys, tmp_path, checkpoint, make, words, command):
+    path = make(tmp_path, checkpoint)
+    if command == "eval":
+        argv = ["eval", str(path), "--device", "cpu"]
+    elif command == "predict":
+        argv = ["predict", str(path), str(tmp_path / "any.png")]
+    else:
+        argv = ["train", "--resume", str(path)]
+    assert words in fails(capsys, argv)
+
+
+def test_predict_rejects_an_undecodable_image(capsys, tmp_path, checkpoint):
+    image = tmp_path / "broken.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
+    assert "broken.png" in fails(capsys, ["predict", str(checkpoint), str(image)])
+    assert "missing.png" in fails(capsys, ["predict", str(checkpoint), str(tmp_path / "missing.png")])
+
+
+def test_eval_rejects_missing_checkpoints_and_bad_data(capsys, tmp_path, checkpoint):
+    assert "does not exist" in fails(capsys, ["eval", str(tmp_path / "nothing.pt")])
+    assert "nosuchdata" in fails(capsys, ["eval", str(checkpoint), "--data", "nosuchdata"])
+    assert "--topk" in fails(capsys, ["predict", str(checkpoint), "x.png", "--topk", "0"])

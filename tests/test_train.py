@@ -1,0 +1,179 @@
+"""Training: a short run learns, resume reproduces an uninterrupted run, divergence and interrupted writes
+keep the last good checkpoint, the paper recipe's schedule, the run directory."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import reslab
+from reslab.errors import DivergedError
+from reslab.precision import resolve_precision
+from reslab.train import engine, recipes
+from reslab.train import step as step_module
+from reslab.train.checkpoint import load_checkpoint
+from reslab.train.recipes import LRSchedule, resolve_recipe
+from reslab.train.run_dir import METRIC_KEYS, read_metrics
+
+TINY = {"model": "resnet8", "batch_size": 32, "precision": "fp32", "device": "cpu", "quiet": True}
+
+
+def test_short_run_learns_and_writes_the_run_directory(tmp_path):
+    result = reslab.train(epochs=3, lr=0.1, out=tmp_path / "run", **TINY)
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", "test.json", "last.pt", "best.pt", "curves.png"):
+        assert (run / name).is_file(), name
+    rows = read_metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert all(tuple(r) == METRIC_KEYS for r in rows)
+    assert rows[-1]["train_loss"] < 0.6 * rows[0]["train_loss"]
+    assert rows[-1]["step"] == 3 * (len(reslab.data.load_data("digits").train) // 32)
+    test = json.loads((run / "test.json").read_text())
+    assert {"loss", "error", "accuracy", "per_class_accuracy", "n"} <= set(test)
+    assert test["n"] == 359 and len(test["per_class_accuracy"]) == 10
+    assert test["accuracy"] > 0.6  # chance is 0.1
+    assert math.isclose(test["accuracy"] + test["error"], 1.0)
+    assert result.test == test and result.run_dir == run
+    config = json.loads((run / "config.json").read_text())
+    assert config["precision"] == {"precision": "fp32", "channels_last": False}
+    assert config["train"]["epochs"] == 3 and config["train"]["batch_size"] == 32
+    assert config["model_config"]["in_chans"] == 1 and config["model_config"]["num_classes"] == 10
+    # The test set is evaluated with the best-on-validation weights, which best.pt holds.
+    best = load_checkpoint(run / "best.pt")
+    assert test["best_epoch"] == best["epoch"]
+    assert best["best_val_error"] == min(r["val_error"] for r in rows)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _interrupt_after(monkeypatch, calls: int) -> None:
+    original = step_module.TrainStep.__call__
+    count = {"n": 0}
+
+    def counting(self, x, y):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise Interrupt
+        return original(self, x, y)
+
+    monkeypatch.setattr(step_module.TrainStep, "__call__", counting)
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    settings = dict(TINY, epochs=3, batch_size=128, schedule="cosine", lr=0.05)
+    full = reslab.train(out=tmp_path / "full", **settings)
+    steps_per_epoch = full.metrics[0]["step"]
+
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 2 * steps_per_epoch + 3)  # killed in the middle of epoch 3
+        with pytest.raises(Interrupt):
+            reslab.train(out=tmp_path / "cut", **settings)
+    cut = tmp_path / "cut"
+    assert load_checkpoint(cut / "last.pt")["epoch"] == 2
+    # As if killed after last.pt was written but while metrics.jsonl was being rewritten.
+    with open(cut / "metrics.jsonl", "a") as handle:
+        handle.write('{"epoch": 3, "step": 1')
+
+    resumed = reslab.train(resume=cut, quiet=True)
+    assert [r["epoch"] for r in read_metrics(cut)] == [1, 2, 3]
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(cut / "last.pt")["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert resumed.test == full.test
+    for before, after in zip(full.metrics, resumed.metrics, strict=True):
+        assert before["train_loss"] == after["train_loss"] and before["val_error"] == after["val_error"]
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    original = LRSchedule.lr_at
+    steps_per_epoch = len(reslab.data.load_data("digits").train) // 32
+    # A sane first epoch, then an absurd learning rate.
+    monkeypatch.setattr(
+        LRSchedule, "lr_at", lambda self, step: original(self, step) if step < steps_per_epoch else 1e12
+    )
+    with pytest.raises(DivergedError, match="diverged"):
+        reslab.train(epochs=4, out=tmp_path / "run", **TINY)
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in last["model"].values() if t.is_floating_point())
+    assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1]
+
+
+def test_an_interrupted_checkpoint_write_leaves_the_previous_one_loadable(tmp_path, monkeypatch):
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def failing_save(obj, handle, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= 3:  # epoch 1 writes best.pt and last.pt; fail inside epoch 2's first write
+            handle.write(b"PK\x03\x04 half a zip")
+            raise OSError("No space left on device")
+        return real_save(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="No space"):
+        reslab.train(epochs=3, out=tmp_path / "run", **TINY)
+    run = tmp_path / "run"
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert load_checkpoint(run / "best.pt")["epoch"] == 1
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no temp files left
+
+
+def test_paper_recipe_for_resnet110_counts_iterations():
+    config = resolve_recipe("paper", model_depth=110, train_size=45_000)
+    assert (config.batch_size, config.momentum, config.weight_decay, config.max_steps) == (
+        128,
+        0.9,
+        1e-4,
+        64_000,
+    )
+    schedule = LRSchedule(config, config.max_steps)
+    expected = {0: 0.01, 399: 0.01, 400: 0.1, 31999: 0.1, 32000: 0.01, 48000: 0.001}
+    for step, lr in expected.items():
+        assert schedule.lr_at(step) == pytest.approx(lr, rel=1e-12), step
+    assert config.epochs * (45_000 // 128) >= 64_000
+    shallow = LRSchedule(resolve_recipe("paper", model_depth=20, train_size=45_000), 64_000)
+    assert shallow.lr_at(0) == pytest.approx(0.1) and shallow.lr_at(63_999) == pytest.approx(0.001)
+
+
+def test_schedules_rise_and_fall():
+    for name in ("cosine", "onecycle"):
+        config = resolve_recipe("default", model_depth=20, train_size=1000, schedule=name, lr=0.2)
+        schedule = LRSchedule(config, 1000)
+        lrs = [schedule.lr_at(s) for s in range(1000)]
+        assert max(lrs) == pytest.approx(0.2, rel=1e-2) and lrs[-1] < 0.01 * 0.2
+    imagenet = resolve_recipe("imagenet", model_depth=50, train_size=10_000, batch_size=512)
+    assert imagenet.lr == pytest.approx(0.2) and imagenet.epochs == 90
+    step = LRSchedule(imagenet, 9000)
+    assert [step.lr_at(s) for s in (0, 2999, 3000, 6000)] == pytest.approx([0.2, 0.2, 0.02, 0.002])
+
+
+@pytest.fixture
+def one_thread():
+    # Tiny tensors: a second OpenMP thread only adds waiting on this shared 2-core machine.
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def test_train_step_accumulates_on_the_device_without_syncing(one_thread):
+    model = reslab.create_model("resnet8", in_chans=1, num_classes=10)
+    config = resolve_recipe("default", model_depth=8, train_size=64)
+    optimizer = recipes.make_optimizer(model, config, torch.device("cpu"))
+    step = step_module.make_train_step(model, optimizer, resolve_precision("fp32", torch.device("cpu")))
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    losses = [step(x, y) for _ in range(5)]
+    assert all(isinstance(loss, torch.Tensor) and not loss.requires_grad for loss in losses)
+    mean_loss, error, n = step.read()
+    assert n == 80 and 0 <= error <= 1
+    assert mean_loss == pytest.approx(float(torch.stack(losses).mean()), rel=1e-5)
+    assert losses[-1] < losses[0]
+    assert engine.steps_per_epoch(100, 32) == 3 and engine.steps_per_epoch(10, 32) == 1
