@@ -29,9 +29,14 @@ def test_benchmark_report_names_both_sides(capsys):
     assert "baseline (plain PyTorch fp32)" in out and "reslab (fp32)" in out and "speedup" in out
 
 
-def test_train_baseline_and_reslab_see_the_same_model():
-    result = run_benchmark("resnet8", "train", 4, iters=1, warmup=0, image_size=16, precision="fp32")
-    assert result["details"]["precision"] == "fp32" and result["mode"] == "train"
+def test_train_mode_honours_precision_and_compile_flags():
+    result = run_benchmark(
+        "resnet8", "train", 4, iters=1, warmup=0, image_size=16, precision="fp32", compile=False
+    )
+    details = result["details"]
+    assert (
+        details["precision"] == "fp32" and details["compiled"] is False and details["channels_last"] is False
+    )
 
 
 def test_bad_arguments_are_one_line_errors(capsys):

@@ -164,6 +164,7 @@ def _train_contenders(
     batch_size: int,
     device: torch.device,
     precision: str,
+    compile: bool,
 ) -> tuple[list[Contender], dict[str, object]]:
     from torchvision import transforms
 
@@ -213,7 +214,8 @@ def _train_contenders(
         foreach=None if fused else True,
         fused=True if fused else None,
     )
-    step = make_train_step(fast_model, fast_opt, prec, track=False)
+    # As `reslab train --compile` does: the optimiser keeps the eager module's parameters.
+    step = make_train_step(torch.compile(fast_model) if compile else fast_model, fast_opt, prec, track=False)
     split = Split(images, labels).to(device)
     generator = torch.Generator(device=device).manual_seed(0)
     device_batches = DeviceBatches(
@@ -236,7 +238,7 @@ def _train_contenders(
         return step(x, y)
 
     contenders = [Contender("baseline", run_baseline, batch_size), Contender("reslab", run_fast, batch_size)]
-    return contenders, {"precision": prec.name, "channels_last": prec.channels_last, "compiled": False}
+    return contenders, {"precision": prec.name, "channels_last": prec.channels_last, "compiled": compile}
 
 
 def run_benchmark(
@@ -278,7 +280,7 @@ def run_benchmark(
         gen = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=gen)
         labels = torch.randint(0, net.config.num_classes, (n,), generator=gen)
-        contenders, details = _train_contenders(net, images, labels, batch_size, dev, precision)
+        contenders, details = _train_contenders(net, images, labels, batch_size, dev, precision, compile)
 
     compile_start = time.perf_counter()
     for _ in range(warmup):

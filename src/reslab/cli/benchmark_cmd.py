@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="torch.compile the inference path (default on; the compile time is part of the warm-up)",
+        help="torch.compile reslab's path (default on; the compile time is part of the warm-up)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     parser.set_defaults(func=run_benchmark_cmd)

@@ -1,0 +1,89 @@
+"""Time to accuracy on Fashion-MNIST: wall-clock seconds of one `reslab.train` run, test accuracy at the end.
+
+The clock covers everything a user waits for: loading the IDX files, building the model, every epoch
+(training + validation), checkpoints, and the final test evaluation. Run by hand (minutes), never in tests:
+
+    python benchmarks/time_to_accuracy.py --preset fast93
+    python benchmarks/time_to_accuracy.py --preset best
+
+Each run appends one JSON line to benchmarks/results/time_to_accuracy.jsonl (and prints it), with the
+machine's load average at start and end, since the 2 cores may be shared with other work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+import reslab
+
+# Recipes found by hand on this 2-core AMX machine (README "Speed" says which run gave which number).
+PRESETS: dict[str, dict[str, object]] = {
+    # A small CIFAR-style ResNet, one-cycle, large batch: >= 93% in a few minutes.
+    "fast93": {"model": "resnet20", "epochs": 6, "batch_size": 128, "lr": 0.2, "weight_decay": 5e-4},
+    # The most accurate recipe tried: wider and longer.
+    "best": {
+        "model": "resnet20",
+        "epochs": 30,
+        "batch_size": 128,
+        "lr": 0.2,
+        "weight_decay": 5e-4,
+        "model_options": {"widths": (32, 64, 128), "stem_width": 32},
+    },
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="fast93")
+    parser.add_argument("--data", default="fashion-mnist")
+    parser.add_argument("--epochs", type=int, help="override the preset's epochs")
+    parser.add_argument("--target", type=float, default=0.93, help="test accuracy to report reaching")
+    parser.add_argument("--out", default="benchmarks/results/time_to_accuracy.jsonl")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    settings = dict(PRESETS[args.preset])
+    if args.epochs:
+        settings["epochs"] = args.epochs
+    load_start = os.getloadavg()
+    start = time.perf_counter()
+    result = reslab.train(
+        data=args.data, seed=args.seed, out=f"runs/tta-{args.preset}-{int(time.time())}", **settings
+    )
+    wall = time.perf_counter() - start
+    accuracy = float(result.test["accuracy"])
+    row = {
+        "preset": args.preset,
+        "data": args.data,
+        "settings": settings,
+        "seed": args.seed,
+        "test_accuracy": accuracy,
+        "wall_seconds": round(wall, 1),
+        "target": args.target,
+        "reached_target": accuracy >= args.target,
+        "best_val_error": result.best_val_error,
+        "epoch_seconds": [round(float(m["seconds"]), 1) for m in result.metrics],
+        "images_per_second": [round(float(m["images_per_second"]), 1) for m in result.metrics],
+        "run_dir": str(result.run_dir),
+        "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "a") as handle:
+        handle.write(json.dumps(row, default=str) + "\n")
+    print(json.dumps(row, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
