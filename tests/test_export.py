@@ -11,7 +11,7 @@ import torch
 from reslab.cli import main
 from reslab.data import load_data
 from reslab.errors import ReslabError
-from reslab.export import FORMATS, export_checkpoint, read_metadata
+from reslab.export import FORMATS, export_checkpoint, export_model, read_metadata
 from reslab.export import formats as export_formats
 from reslab.models import create_model
 from reslab.train.checkpoint import model_payload, save_checkpoint
@@ -103,7 +103,7 @@ def test_imagenet_model_round_trip_static(imagenet_ckpt, fmt):
     report = export_checkpoint(path, fmt, batch_size=2)
     out = path.with_name("last" + export_formats.SUFFIXES[fmt])  # default name beside the checkpoint
     assert report.passed and report.path == str(out) and out.is_file()
-    assert report.input_shape == ["2", 3, 64, 64] and report.batch_sizes == [2]
+    assert report.input_shape == [2, 3, 64, 64] and report.batch_sizes == [2]
     assert report.input_source.startswith("random normal batch (could not load data")
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -189,3 +189,13 @@ def test_bad_input_is_one_line_exit_2(digits_ckpt, tmp_path, capsys, args, messa
 def test_unknown_format_in_python_api(digits_ckpt):
     with pytest.raises(ReslabError, match="unknown export format 'tflite'"):
         export_checkpoint(digits_ckpt[0], "tflite")
+
+
+def test_export_model_leaves_the_callers_model_as_it_was(tmp_path):
+    model = create_model("resnet8", in_chans=1, num_classes=3).train()
+    example = torch.randn(2, 1, 8, 8)
+    report = export_model(model, example, "torchscript", tmp_path / "m.ts.pt", batch_sizes=(2,))
+    assert report.passed and report.input_shape == [2, 1, 8, 8] and report.input_source == "the given batch"
+    assert model.training
+    with pytest.raises(ReslabError, match="is a folder"):
+        export_model(model, example, "torchscript", tmp_path)

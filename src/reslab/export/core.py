@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import time
@@ -32,7 +33,7 @@ class ExportReport:
     written: bool  # False when the check failed: nothing is left at path (an older file there is kept)
     size_bytes: int
     model_name: str
-    input_shape: list[int]  # (N, C, H, W); N is "batch" when dynamic
+    input_shape: list[int | str]  # (N, C, H, W); N is "batch" when dynamic
     dynamic_batch: bool
     opset: int | None
     exporter: str
@@ -80,13 +81,19 @@ def _resolve_out(out: str | Path | None, checkpoint_path: Path, fmt: str) -> Pat
     path = default_out(checkpoint_path, fmt) if out is None else Path(out)
     if path.is_dir():
         path = path / default_out(checkpoint_path, fmt).name
+    _check_writable(path, fmt)
+    return path
+
+
+def _check_writable(path: Path, fmt: str) -> None:
     if fmt == "exported-program" and path.suffix != ".pt2":
         raise ReslabError(f"cannot write {str(path)!r}: torch.export.load reads only files ending in .pt2")
+    if path.is_dir():
+        raise ReslabError(f"cannot write {str(path)!r}: it is a folder")
     if not path.parent.is_dir():
         raise ReslabError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
     if not os.access(path.parent, os.W_OK):
         raise ReslabError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} is not writable")
-    return path
 
 
 def _check_format(fmt: str) -> str:
@@ -124,8 +131,15 @@ def export_model(
     batch_sizes = batch_sizes or (example.shape[0],)
     if max(batch_sizes) > check_batch.shape[0]:
         raise ValueError(f"check batch has {check_batch.shape[0]} images, batch sizes ask {batch_sizes}")
-    model = model.float().eval()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    _check_writable(path, fmt)
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        model = copy.deepcopy(model).float()  # the check is against fp32; leave the caller's model alone
+    was_training = model.training
+    model.eval()
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise ReslabError(f"cannot write beside {str(path)!r}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -154,14 +168,15 @@ def export_model(
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    n = "batch" if dynamic_batch else str(example.shape[0])
+        model.train(was_training)
+    n: int | str = "batch" if dynamic_batch else int(example.shape[0])
     return ExportReport(
         format=fmt,
         path=str(path),
         written=passed,
         size_bytes=size,
         model_name=model_name,
-        input_shape=[n, *example.shape[1:]],  # type: ignore[list-item]
+        input_shape=[n, *example.shape[1:]],
         dynamic_batch=dynamic_batch,
         opset=written.opset,
         exporter=written.exporter,
