@@ -128,6 +128,12 @@ class InferenceModel(nn.Module):
         self.info = InferenceInfo(precision.name, precision.channels_last, False, batch_size)
         # Kept out of the module tree: the compiled wrapper shares `self.model`'s parameters.
         self.__dict__["_compiled"] = None
+        self.eval()
+
+    def train(self, mode: bool = True) -> InferenceModel:
+        """Always eval: callers that restore a training flag (model.train(was_training)) must not put
+        unfolded BNs back into batch-statistics mode."""
+        return super().train(False)
 
     def _prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, self.dtype, non_blocking=True)

@@ -20,6 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="confusion-matrix PNG (default: beside the checkpoint)")
     p.add_argument("--device", default="auto")
     p.add_argument("--download", action="store_true")
+    p.add_argument(
+        "--fast",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="optimised inference: BN folded, bf16 where fast, compiled for big splits (default on)",
+    )
     p.set_defaults(func=run_eval)
 
 
@@ -28,7 +34,12 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..train.run_dir import plot_confusion
 
     result = evaluate(
-        args.checkpoint, data=args.data, split=args.split, device=args.device, download=args.download
+        args.checkpoint,
+        data=args.data,
+        split=args.split,
+        device=args.device,
+        download=args.download,
+        fast=args.fast,
     )
     ckpt = Path(result["checkpoint"])
     png = Path(args.out) if args.out else ckpt.with_name(f"confusion-{ckpt.stem}-{args.split}.png")

@@ -15,13 +15,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--fast",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="optimised inference: BN folded, bf16 where fast (default on)",
+    )
     p.set_defaults(func=run_predict)
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..train.api import predict
 
-    results = predict(args.checkpoint, args.images, topk=args.topk, device=args.device)
+    results = predict(args.checkpoint, args.images, topk=args.topk, device=args.device, fast=args.fast)
     if args.json:
         print(json.dumps(results, indent=1))
         return 0

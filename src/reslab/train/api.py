@@ -275,6 +275,9 @@ def _trained_precision(payload: dict[str, Any], dev: torch.device) -> str:
     return name if name != "fp16" or dev.type == "cuda" else "auto"
 
 
+EVAL_BATCH_SIZE = 500
+
+
 def evaluate(
     checkpoint: str | Path,
     data: str | None = None,
@@ -282,9 +285,11 @@ def evaluate(
     device: str = "auto",
     precision: str | None = None,
     download: bool = False,
+    fast: bool = True,
 ) -> dict[str, Any]:
     """Loss, error, accuracy, per-class accuracy and the confusion matrix of a checkpoint on a split.
-    precision None: the one the checkpoint was trained in.
+    precision None: the one the checkpoint was trained in. fast: reslab.infer.optimize_for_inference
+    (BN folded, weights in the precision's dtype, compiled when the split is big enough to pay for it).
     The data defaults to the checkpoint's (same spec and seed, so the same split); inputs are normalised
     with the statistics training used."""
     if split not in ("train", "val", "test"):
@@ -304,10 +309,20 @@ def evaluate(
         raise ReslabError(
             f"data {spec!r} has {bundle.num_classes} classes but the model predicts {len(info['class_names'])}"
         )
-    if prec.channels_last:
+    if fast:
+        from ..infer import optimize_for_inference
+
+        n = len(bundle.split(split))
+        example = torch.zeros(
+            (max(1, min(n, EVAL_BATCH_SIZE)), *bundle.split(split).images.shape[1:]), device=dev
+        )
+        model = optimize_for_inference(model, example, precision=prec.name, device=dev, workload=n)
+    elif prec.channels_last:
         model = model.to(memory_format=torch.channels_last)
     mean, std = tuple(info["mean"]), tuple(info["std"])
-    result = evaluate_split(model, bundle.split(split), mean, std, prec, bundle.num_classes)
+    result = evaluate_split(
+        model, bundle.split(split), mean, std, prec, bundle.num_classes, batch_size=EVAL_BATCH_SIZE
+    )
     return {
         "checkpoint": payload["path"],
         "model": payload["model_name"],
@@ -319,9 +334,10 @@ def evaluate(
 
 
 def predict(
-    checkpoint: str | Path, images: list[str | Path], topk: int = 5, device: str = "auto"
+    checkpoint: str | Path, images: list[str | Path], topk: int = 5, device: str = "auto", fast: bool = True
 ) -> list[dict[str, Any]]:
-    """Top-k classes with probabilities for each image file, read and normalised as training saw data."""
+    """Top-k classes with probabilities for each image file, read and normalised as training saw data.
+    fast: reslab.infer.optimize_for_inference (never compiles for a handful of images)."""
     from ..data.images import read_image
 
     if topk < 1:
@@ -336,6 +352,10 @@ def predict(
     mean = torch.tensor(info["mean"], dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(info["std"], dtype=torch.float32).view(1, -1, 1, 1)
     x = normalise(pixels, mean, std).to(dev)
+    if fast:
+        from ..infer import optimize_for_inference
+
+        model = optimize_for_inference(model, x, device=dev, workload=len(x))
     with torch.inference_mode():
         probs = torch.softmax(model(x).float(), dim=1).cpu()
     k = min(topk, len(names))
