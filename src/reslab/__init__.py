@@ -2,6 +2,7 @@
 
 from .errors import DivergedError, ReslabError
 from .export import ExportReport, export_checkpoint
+from .infer import optimize_for_inference
 from .models import ResNet, ResNetConfig, create_model, list_models
 
 # The functions shadow the `reslab.train` package attribute on purpose: `reslab.train(...)` trains;
@@ -19,6 +20,7 @@ __all__ = [
     "create_model",
     "export_checkpoint",
     "list_models",
+    "optimize_for_inference",
     "train",
     "evaluate",
     "predict",
