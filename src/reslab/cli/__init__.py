@@ -13,7 +13,15 @@ import sys
 
 from ..errors import DivergedError, ReslabError
 
-COMMAND_MODULES = ("models_cmd", "export_cmd", "train_cmd", "eval_cmd", "predict_cmd", "benchmark_cmd")
+COMMAND_MODULES = (
+    "models_cmd",
+    "export_cmd",
+    "train_cmd",
+    "eval_cmd",
+    "predict_cmd",
+    "benchmark_cmd",
+    "experiments_cmd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

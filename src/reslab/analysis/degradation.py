@@ -1,0 +1,135 @@
+"""The degradation problem (He et al. 2016 Fig. 6): deeper plain nets train worse; deeper ResNets do not.
+
+Every net is trained with the same recipe (reslab's default: SGD + Nesterov, one-cycle), the same data
+split and the same seeds; only the depth and the shortcuts differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ReslabError
+from ..models import resolve_config
+from .results import format_pm, mean_std
+from .runs import run_summary, train_or_resume
+
+DEFAULT_DEPTHS = (20, 56)
+# Chosen by measurement on digits (README, "The papers' experiments"): long enough for ResNet-56 to
+# reach ResNet-20's training error on every seed tried, short enough that plain-56 has not yet caught
+# up with plain-20, and the four runs fit in well under 10 minutes on 2 cores.
+DEFAULT_EPOCHS = 20
+KINDS = ("plain", "residual")
+
+
+def model_name(kind: str, depth: int) -> str:
+    return f"{'plain' if kind == 'plain' else 'resnet'}{depth}"
+
+
+def run(
+    *,
+    data: str = "digits",
+    depths: Sequence[int] = DEFAULT_DEPTHS,
+    seeds: int = 1,
+    epochs: int | None = None,
+    out: str | Path = "runs/degradation",
+    device: str = "auto",
+    precision: str = "auto",
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Train plain and residual nets of each depth for each seed; the results dict of results.json."""
+    if seeds < 1:
+        raise ReslabError(f"--seeds must be at least 1, got {seeds}")
+    for depth in depths:
+        resolve_config(model_name("plain", depth))  # a bad depth fails before any training
+    epochs = DEFAULT_EPOCHS if epochs is None else epochs
+    out = Path(out)
+    runs = []
+    for depth in depths:
+        for kind in KINDS:
+            name = model_name(kind, depth)
+            for seed in range(seeds):
+                run_ = train_or_resume(
+                    out / "runs" / f"{name}-seed{seed}",
+                    name,
+                    data,
+                    seed=seed,
+                    epochs=epochs,
+                    device=device,
+                    precision=precision,
+                    console=console,
+                )
+                runs.append({"kind": kind, "depth": depth, "seed": seed, "model": name, **run_summary(run_)})
+    return {
+        "runs": runs,
+        "settings": {
+            "data": data,
+            "depths": list(depths),
+            "seeds": seeds,
+            "epochs": epochs,
+            "recipe": "default",
+        },
+    }
+
+
+def group(results: dict[str, Any], kind: str, depth: int) -> list[dict[str, Any]]:
+    return [r for r in results["runs"] if r["kind"] == kind and r["depth"] == depth]
+
+
+def verdict(results: dict[str, Any]) -> dict[str, Any] | None:
+    """Whether the deepest plain net trains worse than the shallowest and the deepest ResNet does not,
+    on the mean final training error; None with fewer than two depths."""
+    depths = sorted({r["depth"] for r in results["runs"]})
+    if len(depths) < 2:
+        return None
+    shallow, deep = depths[0], depths[-1]
+
+    def train_error(kind: str, depth: int) -> float:
+        return mean_std([r["train_error"] for r in group(results, kind, depth)])[0]
+
+    plain = (train_error("plain", shallow), train_error("plain", deep))
+    residual = (train_error("residual", shallow), train_error("residual", deep))
+    return {
+        "shallow": shallow,
+        "deep": deep,
+        "plain_degrades": plain[1] > plain[0],
+        "residual_degrades": residual[1] > residual[0],
+        "plain": plain,
+        "residual": residual,
+    }
+
+
+def print_table(results: dict[str, Any], console: Console) -> None:
+    seeds = results.get("settings", {}).get("seeds", 1)
+    table = Table(
+        title=f"Degradation: final errors, mean ± std over {seeds} seed(s) "
+        f"({results.get('settings', {}).get('epochs', '?')} epochs)"
+    )
+    for column in ("model", "layers", "train error", "val error", "test error"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for depth in sorted({r["depth"] for r in results["runs"]}):
+        for kind in KINDS:
+            rows = group(results, kind, depth)
+            if not rows:
+                continue
+            table.add_row(
+                f"{'plain' if kind == 'plain' else 'ResNet'}-{depth}",
+                str(depth),
+                *(format_pm([r[key] for r in rows]) for key in ("train_error", "val_error", "test_error")),
+            )
+    console.print(table)
+    found = verdict(results)
+    if found is not None:
+        s, d = found["shallow"], found["deep"]
+        plain, res = found["plain"], found["residual"]
+        console.print(
+            f"plain-{d} vs plain-{s} training error: {100 * plain[1]:.2f}% vs {100 * plain[0]:.2f}% "
+            f"({'degradation: the deeper plain net trains worse' if found['plain_degrades'] else 'no degradation'}); "
+            f"ResNet-{d} vs ResNet-{s}: {100 * res[1]:.2f}% vs {100 * res[0]:.2f}% "
+            f"({'the deeper ResNet trains worse' if found['residual_degrades'] else 'the deeper ResNet trains at least as well'})",
+            highlight=False,
+        )
