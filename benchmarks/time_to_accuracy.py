@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.93, help="test accuracy to report reaching")
     parser.add_argument("--out", default="benchmarks/results/time_to_accuracy.jsonl")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="CPU threads (default: the engine's choice)")
     args = parser.parse_args()
 
     settings = dict(PRESETS[args.preset])
@@ -56,7 +58,11 @@ def main() -> None:
     load_start = os.getloadavg()
     start = time.perf_counter()
     result = reslab.train(
-        data=args.data, seed=args.seed, out=f"runs/tta-{args.preset}-{int(time.time())}", **settings
+        data=args.data,
+        seed=args.seed,
+        out=f"runs/tta-{args.preset}-{int(time.time())}",
+        threads=args.threads,
+        **settings,
     )
     wall = time.perf_counter() - start
     accuracy = float(result.test["accuracy"])
@@ -75,7 +81,9 @@ def main() -> None:
         "run_dir": str(result.run_dir),
         "load_average_start": [round(x, 2) for x in load_start],
         "load_average_end": [round(x, 2) for x in os.getloadavg()],
-        "threads": torch.get_num_threads(),
+        "threads": args.threads or "default",
+        # The whole process: the uint8 data set (once), model, optimiser, activations.
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "torch": torch.__version__,
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

@@ -255,9 +255,50 @@ def run_benchmark(
     compile: bool = True,
     num_classes: int | None = None,
     dataset_size: int | None = None,
+    threads: int | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, object]:
     """Run the race; returns the JSON_KEYS dict plus a "details" dict (precision, compiled, ...)."""
+    if threads is not None and threads < 1:
+        raise ReslabError(f"--threads must be at least 1, got {threads}")
+    saved = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _run(
+            model,
+            mode,
+            batch_size,
+            iters,
+            warmup,
+            rounds,
+            image_size,
+            device,
+            precision,
+            compile,
+            num_classes,
+            dataset_size,
+            log,
+        )
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _run(
+    model: str,
+    mode: str,
+    batch_size: int,
+    iters: int,
+    warmup: int,
+    rounds: int,
+    image_size: int | None,
+    device: str,
+    precision: str,
+    compile: bool,
+    num_classes: int | None,
+    dataset_size: int | None,
+    log: Callable[[str], None] | None,
+) -> dict[str, object]:
     if mode not in MODES:
         raise ReslabError(f"unknown mode {mode!r}; choose infer or train")
     if batch_size < 1 or iters < 1 or warmup < 0:

@@ -28,6 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=True,
         help="torch.compile reslab's path (default on; the compile time is part of the warm-up)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for both sides (default: torch's; 1 is steadier on a busy machine)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     parser.set_defaults(func=run_benchmark_cmd)
 
@@ -44,6 +49,7 @@ def run_benchmark_cmd(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         compile=args.compile,
+        threads=args.threads,
         log=lambda msg: out.print(f"[dim]{msg}[/dim]"),
     )
     if args.json:
@@ -51,7 +57,8 @@ def run_benchmark_cmd(args: argparse.Namespace) -> int:
         return 0
     d = result["details"]
     flavour = f"{d['precision']}{' + channels_last' if d['channels_last'] else ''}"
-    flavour += " + torch.compile(freezing)" if d.get("compiled") else ""
+    if d.get("compiled"):
+        flavour += " + torch.compile" + (" (inductor freezing)" if result["mode"] == "infer" else "")
     out.print(
         f"{result['model']} {result['mode']}, batch {result['batch_size']}, {d['image_size']}x{d['image_size']}, "
         f"{d['device']} ({d['threads']} threads), torch {d['torch']}"
