@@ -199,3 +199,22 @@ def test_export_model_leaves_the_callers_model_as_it_was(tmp_path):
     assert model.training
     with pytest.raises(ReslabError, match="is a folder"):
         export_model(model, example, "torchscript", tmp_path)
+
+
+def test_rtol_accepts_fp32_rounding_of_huge_logits(digits_ckpt, tmp_path, capsys, monkeypatch):
+    """A relative error of 5e-6 (fp32 kernel rounding) fails a strict atol, with a hint; --rtol accepts it."""
+    path, _, _ = digits_ckpt
+    real = export_formats.load_runner
+
+    def rounding_runtime(fmt, file):
+        run, name = real(fmt, file)
+        return (lambda x: run(x) * (1 + 5e-6)), name
+
+    monkeypatch.setattr(export_formats, "load_runner", rounding_runtime)
+    argv = ["export", str(path), "-f", "torchscript", "-o", str(tmp_path), "--atol", "1e-9"]
+    assert main(argv) == 1
+    assert "--rtol 1e-5 accepts that" in capsys.readouterr().err
+    assert main([*argv, "--rtol", "1e-5", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] and report["max_abs_diff"] <= report["tolerance"]
+    assert report["tolerance"] == pytest.approx(1e-9 + 1e-5 * report["max_abs_logit"])

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..export import DEFAULT_ATOL, DEFAULT_OPSET, FORMATS, export_checkpoint
+from ..export import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL, FORMATS, export_checkpoint
 from .output import console
 
 
@@ -37,6 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="static: the exported batch size (default 1); dynamic: the second checked size (default 8)",
     )
     parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="max abs logit difference allowed")
+    parser.add_argument(
+        "--rtol",
+        type=float,
+        default=DEFAULT_RTOL,
+        help="also allow rtol x max|logit| (for untrained nets with huge logits; 1e-5 is fp32 rounding level)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run_export)
 
@@ -50,6 +56,7 @@ def run_export(args: argparse.Namespace) -> int:
         opset=args.opset,
         batch_size=args.batch_size,
         atol=args.atol,
+        rtol=args.rtol,
     )
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
@@ -61,7 +68,12 @@ def run_export(args: argparse.Namespace) -> int:
         if report.max_abs_diff == float("inf"):
             why = "could not be loaded back and run (" + "; ".join(report.notes) + ")"
         else:
-            why = f"differs from the PyTorch model by {report.max_abs_diff:.2e} (> {report.atol:.0e})"
+            why = f"differs from the PyTorch model by {report.max_abs_diff:.2e} (> {report.tolerance:.2e})"
+            if report.max_abs_diff <= 1e-5 * report.max_abs_logit:
+                why += (
+                    f", only {report.max_abs_diff / report.max_abs_logit:.0e} of the largest logit "
+                    f"({report.max_abs_logit:.3g}), fp32 rounding; --rtol 1e-5 accepts that"
+                )
         print(
             f"reslab export: check FAILED: the {report.format} file {why}; nothing was written to {report.path}",
             file=sys.stderr,

@@ -16,6 +16,7 @@ from .formats import Runner
 class CheckResult:
     batch_sizes: tuple[int, ...]
     max_abs_diff: float
+    max_abs_logit: float  # the scale the difference is judged against
     top1_agreement: float  # fraction of images whose argmax class is the same in both
 
 
@@ -56,7 +57,7 @@ def compare(
     model: nn.Module, runner: Runner, batch: torch.Tensor, batch_sizes: tuple[int, ...]
 ) -> CheckResult:
     """Run both on the first b images of batch for each b; the worst absolute difference of the logits."""
-    worst, agree, total = 0.0, 0, 0
+    worst, scale, agree, total = 0.0, 0.0, 0, 0
     for b in batch_sizes:
         x = batch[:b].contiguous()
         expected = model(x)
@@ -65,6 +66,7 @@ def compare(
             raise RuntimeError(f"output shape {tuple(got.shape)} != PyTorch's {tuple(expected.shape)}")
         diff = (got - expected).abs().max().item()
         worst = max(worst, diff if diff == diff else float("inf"))  # NaN must fail, not vanish in max()
+        scale = max(scale, expected.abs().max().item())
         agree += int((got.argmax(1) == expected.argmax(1)).sum())
         total += b
-    return CheckResult(tuple(batch_sizes), worst, agree / total)
+    return CheckResult(tuple(batch_sizes), worst, scale, agree / total)
