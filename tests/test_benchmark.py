@@ -12,9 +12,12 @@ TINY = ["--model", "resnet8", "--batch-size", "4", "--iters", "2", "--warmup", "
 
 
 @pytest.mark.parametrize("mode", ["infer", "train"])
-def test_benchmark_json_has_every_key(mode, capsys):
-    assert main(["benchmark", *TINY, "--mode", mode, "--no-compile", "--json"]) == 0
+def test_benchmark_json_has_every_key(mode, capsys, tmp_path):
+    saved = tmp_path / "result.json"
+    assert main(["benchmark", *TINY, "--mode", mode, "--no-compile", "--json", "--save", str(saved)]) == 0
     result = json.loads(capsys.readouterr().out)
+    full = json.loads(saved.read_text())
+    assert {key: full[key] for key in JSON_KEYS} == result and full["details"]["compiled"] is False
     assert tuple(result) == JSON_KEYS
     assert result["model"] == "resnet8" and result["mode"] == mode and result["batch_size"] == 4
     for key in JSON_KEYS[3:]:

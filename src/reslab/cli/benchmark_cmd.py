@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from ..benchmark import JSON_KEYS, MODES, run_benchmark
 from .output import console
@@ -34,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="CPU threads for both sides (default: torch's; 1 is steadier on a busy machine)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
+    parser.add_argument("--save", metavar="FILE", help="also write the JSON object (plus details) to FILE")
     parser.set_defaults(func=run_benchmark_cmd)
 
 
@@ -52,6 +54,9 @@ def run_benchmark_cmd(args: argparse.Namespace) -> int:
         threads=args.threads,
         log=lambda msg: out.print(f"[dim]{msg}[/dim]"),
     )
+    if args.save:
+        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.save).write_text(json.dumps(result, indent=1) + "\n")
     if args.json:
         print(json.dumps({key: result[key] for key in JSON_KEYS}))
         return 0
