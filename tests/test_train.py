@@ -177,3 +177,16 @@ def test_train_step_accumulates_on_the_device_without_syncing(one_thread):
     assert mean_loss == pytest.approx(float(torch.stack(losses).mean()), rel=1e-5)
     assert losses[-1] < losses[0]
     assert engine.steps_per_epoch(100, 32) == 3 and engine.steps_per_epoch(10, 32) == 1
+
+
+def test_progress_bar_shows_loss_error_speed_and_eta(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    stream = io.StringIO()
+    console = Console(file=stream, force_terminal=True, width=160)
+    reslab.train(epochs=1, out=tmp_path / "run", console=console, **dict(TINY, quiet=False))
+    text = stream.getvalue()
+    for words in ("epoch 1/1", "loss", "err", "img/s", "ETA", "test (once"):
+        assert words in text, words

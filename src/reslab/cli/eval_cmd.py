@@ -55,7 +55,7 @@ def run_eval(args: argparse.Namespace) -> int:
         return 0
     out = console()
     out.print(
-        f"{result['model']} on {result['data']} [{args.split}, n={result['n']}]: loss {result['loss']:.4f}  "
+        f"{result['model']} on {result['data']} ({args.split} split, n={result['n']}): loss {result['loss']:.4f}  "
         f"accuracy {100 * result['accuracy']:.2f}%  error {100 * result['error']:.2f}%",
         highlight=False,
     )

@@ -33,6 +33,6 @@ def run_predict(args: argparse.Namespace) -> int:
         return 0
     out = console()
     for item in results:
-        ranked = "  ".join(f"{t['class']} {100 * t['probability']:.1f}%" for t in item["top"])
+        ranked = "  ".join(f"{t['class']} {100 * t['probability']:.3g}%" for t in item["top"])
         out.print(f"{item['image']}: {ranked}", highlight=False)
     return 0

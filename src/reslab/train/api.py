@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,11 @@ from ..models import create_model
 from ..models.zoo import resolve_config
 from ..precision import resolve_device, resolve_precision
 from .checkpoint import load_checkpoint, model_from_checkpoint
+from .distributed import DistContext, convert_sync_batchnorm, distributed_config, session, wrap_ddp
 from .engine import Trainer, steps_per_epoch
 from .evaluation import evaluate_split
 from .finetune import load_finetune_weights
+from .lr_scaling import scaled_lr
 from .progress import RunProgress
 from .recipes import TrainConfig, resolve_recipe
 from .run_dir import default_run_dir, plot_curves, write_json
@@ -86,15 +89,27 @@ def train(
     weights: str | Path | None = None,
     download: bool = False,
     threads: int | None = None,
+    sync_bn: bool = False,
+    lr_scaling: str | None = None,
     console: Console | None = None,
 ) -> RunResult:
     """Train `model` on `data`; write the run directory; evaluate the test set once with the best-on-
     validation weights. With `resume`, every setting comes from the checkpoint and the run continues.
-    threads: CPU threads for this run (None: 1 for images of at most 16x16 pixels, else torch's default)."""
-    console = console or Console()
+    threads: CPU threads for this run (None: 1 for images of at most 16x16 pixels, else torch's default).
+    Under torchrun (RANK/WORLD_SIZE set) it trains with DistributedDataParallel: batch_size is the global
+    batch, sync_bn makes BN statistics span it, lr_scaling ("none"/"linear") says how lr follows a changed
+    global batch; only rank 0 writes the run directory and prints."""
+    if console is None:
+        # Never wrap or truncate when the output goes to a file (the same rule as the CLI's console).
+        console = Console(width=None if sys.stdout.isatty() else 200)
     saved_threads = torch.get_num_threads()
     try:
-        return _train(**{k: v for k, v in locals().items() if k not in ("saved_threads",)})
+        with session() as dist_ctx:
+            try:
+                return _train(**{k: v for k, v in locals().items() if k not in ("saved_threads",)})
+            except BaseException as exc:
+                dist_ctx.fail(exc)  # a rank failing during setup meets the healthy ones at the gate
+                raise
     finally:
         torch.set_num_threads(saved_threads)
 
@@ -133,11 +148,17 @@ def _train(
     weights: str | Path | None,
     download: bool,
     threads: int | None,
+    sync_bn: bool,
+    lr_scaling: str | None,
     console: Console,
+    dist_ctx: DistContext,
 ) -> RunResult:
+    dist_ctx.begin_setup()
+    quiet = quiet or not dist_ctx.is_main
     payload = None
+    lr_record: dict[str, Any] = {}
     if resume is not None:
-        payload = _resume_checkpoint(resume)
+        payload = dist_ctx.on_main(lambda: _resume_checkpoint(resume))
         run_config = payload["train_config"]
         run_dir = Path(payload["path"]).parent
         model, data, seed = run_config["model"], run_config["data"], run_config["seed"]
@@ -145,11 +166,13 @@ def _train(
         model_options, weights = run_config["model_options"], None
         compile, download = run_config["compile"], run_config["download"]
         train_config = TrainConfig.from_dict(run_config["train"])
-        dev = resolve_device(run_config["device"])
+        dev = dist_ctx.device(resolve_device(run_config["device"]))
+        sync_bn = run_config.get("distributed", {}).get("sync_bn", False)
+        lr_record = run_config.get("distributed", {}).get("lr_scaling", {})
         prec = resolve_precision(run_config["precision"]["precision"], dev)
     else:
         resolve_config(model)  # an unknown name fails before any data is read
-        dev = resolve_device(device)
+        dev = dist_ctx.device(resolve_device(device))
         prec = resolve_precision(precision, dev)
         train_config = resolve_recipe(
             recipe,
@@ -164,6 +187,14 @@ def _train(
         )
     bundle = _load_bundle(data, seed, download, dev)
     if payload is None:
+        lr, lr_record = scaled_lr(
+            recipe,
+            model_depth=resolve_config(model).depth,
+            train_size=len(bundle.train),
+            batch_size=batch_size,
+            lr=lr,
+            rule=lr_scaling,
+        )
         train_config = resolve_recipe(
             recipe,
             model_depth=resolve_config(model).depth,
@@ -176,7 +207,7 @@ def _train(
             weight_decay=weight_decay,
         )
         run_dir = Path(out) if out is not None else default_run_dir(model, data)
-        if (run_dir / "last.pt").exists():
+        if dist_ctx.is_main and (run_dir / "last.pt").exists():
             raise ReslabError(
                 f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick --out"
             )
@@ -188,9 +219,11 @@ def _train(
     if weights is not None:
         load_finetune_weights(net, weights)
     net = net.to(dev)
+    if sync_bn and dist_ctx.distributed:
+        net = convert_sync_batchnorm(net, dev)
     if prec.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    train_net = torch.compile(net) if compile else net
+    dist_info = distributed_config(dist_ctx, train_config.batch_size, sync_bn, lr_record)
 
     if payload is None:
         run_config = {
@@ -217,22 +250,45 @@ def _train(
                 "cuda_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
             },
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "distributed": dist_info,
         }
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", run_config)
+        if dist_ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir / "config.json", run_config)
+    elif run_config.get("distributed", {}).get("world_size", 1) != dist_ctx.world_size:
+        run_config = {**run_config, "distributed": dist_info}  # resumed on another number of processes
+        if dist_ctx.is_main:
+            write_json(run_dir / "config.json", run_config)
+
+    # Setup is over on every rank (or every rank stops here); from now on the ranks work in step.
+    dist_ctx.agree()
+    run_dir = Path(dist_ctx.broadcast_object(str(run_dir)))
+    train_net = wrap_ddp(net, dist_ctx, dev)
+    if compile:
+        train_net = torch.compile(train_net)
 
     trainer = Trainer(
-        net, bundle, train_config, prec, dev, run_dir, seed=seed, run_config=run_config, train_model=train_net
+        net,
+        bundle,
+        train_config,
+        prec,
+        dev,
+        run_dir,
+        seed=seed,
+        run_config=run_config,
+        train_model=train_net,
+        dist=dist_ctx,
     )
     if payload is not None:
         trainer.restore(payload)
     progress = RunProgress(console, trainer.epochs, quiet=quiet)
     if not quiet:
-        what = "resuming" if payload is not None else "training"
+        what = "training" if payload is None else f"resuming after epoch {payload['epoch']}: training"
         console.print(
             f"{what} {model} on {data} ({len(bundle.train)} train / {len(bundle.val)} val / "
             f"{len(bundle.test)} test, {bundle.num_classes} classes) for {trainer.epochs} epochs "
-            f"({trainer.total_steps} steps of {train_config.batch_size}) on {dev}, {prec.name}"
+            f"({trainer.total_steps} steps of {train_config.batch_size}"
+            f"{_split_text(dist_ctx, train_config.batch_size, sync_bn)}) on {dev}, {prec.name}"
             f"{' + channels_last' if prec.channels_last else ''}; recipe {train_config.recipe}, "
             f"{train_config.schedule} lr {train_config.lr:g} -> {run_dir}",
             highlight=False,
@@ -241,14 +297,28 @@ def _train(
         with progress:
             state = trainer.fit(progress)
     finally:
-        if trainer.state.metrics:
+        if trainer.state.metrics and dist_ctx.is_main:
             plot_curves(run_dir / "curves.png", trainer.state.metrics, title=f"{model} on {data}")
 
-    best = load_checkpoint(run_dir / "best.pt", map_location=dev)
+    # Rank 0 reads best.pt (other machines need not share its disk) and sends the weights to every rank;
+    # each rank evaluates its shard of the test set and the sums are reduced.
+    best = dist_ctx.on_main(
+        lambda: {k: v for k, v in load_checkpoint(run_dir / "best.pt").items() if k in ("model", "epoch")}
+    )
     net.load_state_dict(best["model"])
-    result = evaluate_split(net, bundle.test, bundle.mean, bundle.std, prec, bundle.num_classes)
+    result = evaluate_split(
+        net,
+        dist_ctx.shard(bundle.test),
+        bundle.mean,
+        bundle.std,
+        prec,
+        bundle.num_classes,
+        reduce=dist_ctx.all_reduce_sum if dist_ctx.distributed else None,
+    )
     result.pop("confusion")
     test = {**result, "best_epoch": best["epoch"]}
+    if not dist_ctx.is_main:
+        return RunResult(run_dir, test, state.best_val_error, list(state.metrics), run_config)
     write_json(run_dir / "test.json", test)
     console.print(
         f"test (once, best-on-validation weights of epoch {best['epoch']}): "
@@ -257,6 +327,14 @@ def _train(
         highlight=False,
     )
     return RunResult(run_dir, test, state.best_val_error, list(state.metrics), run_config)
+
+
+def _split_text(dist_ctx: DistContext, global_batch: int, sync_bn: bool) -> str:
+    if not dist_ctx.distributed:
+        return ""
+    per_rank = global_batch // dist_ctx.world_size
+    bn = "SyncBN" if sync_bn else "per-rank BN"
+    return f" = {dist_ctx.world_size} processes x {per_rank}, DDP over {dist_ctx.backend}, {bn}"
 
 
 def _checkpoint_and_model(

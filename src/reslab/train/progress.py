@@ -29,7 +29,8 @@ class RunProgress:
         self.images = 0
 
     def __enter__(self) -> RunProgress:
-        if not self.quiet:
+        # A live bar only on a terminal: in a log file it would leave blank lines, not progress.
+        if not self.quiet and self.console.is_terminal:
             self.progress = Progress(
                 TextColumn("[bold]epoch {task.fields[epoch]}"),
                 BarColumn(),
