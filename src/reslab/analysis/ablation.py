@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ..errors import ReslabError
 from ..models import resolve_config
-from .degradation import DEFAULT_EPOCHS
+from .degradation import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
 from .results import format_pm
 from .runs import run_summary, train_or_resume
 
@@ -41,6 +41,8 @@ def run(
     data: str = "digits",
     seeds: int = 1,
     epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
     out: str | Path = "runs/ablation",
     device: str = "auto",
     precision: str = "auto",
@@ -53,6 +55,8 @@ def run(
     if resolve_config(name).family != "cifar":
         raise ReslabError(f"--depth {depth}: the ablation uses CIFAR ResNets of depth 6n+2 (20, 32, 56, 110)")
     epochs = DEFAULT_EPOCHS if epochs is None else epochs
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    lr = DEFAULT_LR if lr is None else lr
     runs = []
     for order, label in PLACEMENTS:
         for seed in range(seeds):
@@ -63,6 +67,8 @@ def run(
                 seed=seed,
                 epochs=epochs,
                 model_options={"order": order},
+                batch_size=batch_size,
+                lr=lr,
                 device=device,
                 precision=precision,
                 console=console,
@@ -77,7 +83,17 @@ def run(
                     **run_summary(run_),
                 }
             )
-    return {"runs": runs, "settings": {"data": data, "depth": depth, "seeds": seeds, "epochs": epochs}}
+    return {
+        "runs": runs,
+        "settings": {
+            "data": data,
+            "depth": depth,
+            "seeds": seeds,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+        },
+    }
 
 
 def print_table(results: dict[str, Any], console: Console) -> None:

@@ -21,7 +21,7 @@ from ..data import DataBundle, DeviceBatches, load_data
 from ..errors import ReslabError
 from ..models import ResNet
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
-from .degradation import DEFAULT_EPOCHS
+from .degradation import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
 from .results import columnwise_mean_std
 from .runs import train_or_resume
 
@@ -120,6 +120,8 @@ def train_and_measure(
     data: str = "digits",
     seeds: int = 1,
     epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
     out: str | Path = "runs/responses",
     device: str = "auto",
     precision: str = "auto",
@@ -129,6 +131,8 @@ def train_and_measure(
     if seeds < 1:
         raise ReslabError(f"--seeds must be at least 1, got {seeds}")
     epochs = DEFAULT_EPOCHS if epochs is None else epochs
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    lr = DEFAULT_LR if lr is None else lr
     models: dict[str, Any] = {}
     for name in names:
         per_seed, sources = [], []
@@ -140,6 +144,8 @@ def train_and_measure(
                 data,
                 seed=seed,
                 epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
                 device=device,
                 precision=precision,
                 console=console,
@@ -152,7 +158,14 @@ def train_and_measure(
         models[name] = _entry(model, per_seed, sources)
     return {
         "models": models,
-        "settings": {"source": "trained", "data": data, "seeds": seeds, "epochs": epochs},
+        "settings": {
+            "source": "trained",
+            "data": data,
+            "seeds": seeds,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+        },
     }
 
 

@@ -21,7 +21,9 @@ def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _check_same_settings(run_dir: Path, model: str, seed: int, epochs: int | None, options: dict) -> None:
+def _check_same_settings(
+    run_dir: Path, model: str, seed: int, epochs: int | None, options: dict, recipe: dict[str, Any]
+) -> None:
     """A finished or partial run must be the one asked for; otherwise the experiment would mix settings."""
     config_path = run_dir / "config.json"
     if not config_path.is_file():
@@ -30,6 +32,8 @@ def _check_same_settings(run_dir: Path, model: str, seed: int, epochs: int | Non
     wanted = {"model": model, "seed": seed, "model_options": options}
     found = {k: config.get(k) for k in wanted}
     found_epochs = config.get("train", {}).get("epochs")
+    wanted.update({k: v for k, v in recipe.items() if v is not None})
+    found.update({k: config.get("train", {}).get(k) for k in recipe if recipe[k] is not None})
     if found != wanted or (epochs is not None and found_epochs != epochs):
         raise ReslabError(
             f"{run_dir} holds a run with other settings ({found}, epochs {found_epochs}) than this "
@@ -45,6 +49,8 @@ def train_or_resume(
     seed: int,
     epochs: int | None,
     model_options: dict[str, Any] | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
     device: str = "auto",
     precision: str = "auto",
     console: Console | None = None,
@@ -55,7 +61,7 @@ def train_or_resume(
 
     run_dir = Path(run_dir)
     options = dict(model_options or {})
-    _check_same_settings(run_dir, model, seed, epochs, options)
+    _check_same_settings(run_dir, model, seed, epochs, options, {"batch_size": batch_size, "lr": lr})
     if (run_dir / "test.json").is_file() and (run_dir / "best.pt").is_file():
         if console is not None:
             console.print(f"  {run_dir}: finished earlier, reusing it", highlight=False)
@@ -70,6 +76,8 @@ def train_or_resume(
             model,
             data,
             epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
             seed=seed,
             out=run_dir,
             device=device,

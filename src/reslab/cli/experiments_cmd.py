@@ -25,6 +25,10 @@ def _common(parser: argparse.ArgumentParser, out: str, seeds: bool = True) -> No
 def _training(parser: argparse.ArgumentParser, epochs_help: str) -> None:
     parser.add_argument("--data", default="digits", help="data spec (default digits)")
     parser.add_argument("--epochs", type=int, default=None, help=epochs_help)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help=f"default {degradation.DEFAULT_BATCH_SIZE}"
+    )
+    parser.add_argument("--lr", type=float, default=None, help=f"peak lr (default {degradation.DEFAULT_LR})")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
 
@@ -98,6 +102,8 @@ def run_degradation(args: argparse.Namespace) -> int:
             depths=args.depths,
             seeds=args.seeds,
             epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
             out=out,
             device=args.device,
             precision=args.precision,
@@ -164,6 +170,8 @@ def run_responses(args: argparse.Namespace) -> int:
                 data=args.data,
                 seeds=args.seeds,
                 epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
                 out=out,
                 device=args.device,
                 precision=args.precision,
@@ -185,6 +193,8 @@ def run_ablation(args: argparse.Namespace) -> int:
             data=args.data,
             seeds=args.seeds,
             epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
             out=out,
             device=args.device,
             precision=args.precision,
