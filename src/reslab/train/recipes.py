@@ -175,7 +175,12 @@ def resolve_recipe(
         overrides.update(milestones=(0.5, 0.75), milestones_are_steps=False)
     if name == "paper" and batch_size is not None and epochs is None:
         overrides["epochs"] = math.ceil(config.max_steps / max(1, train_size // batch_size))
-    return replace(config, **overrides)
+    config = replace(config, **overrides)
+    if config.warmup_steps == -1:
+        # Resolve "a quarter of the run" now, so config.json records the number of steps.
+        total = config.max_steps or config.epochs * max(1, train_size // config.batch_size)
+        config = replace(config, warmup_steps=int(0.25 * total) if config.schedule == "onecycle" else 0)
+    return config
 
 
 class LRSchedule:
