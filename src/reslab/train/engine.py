@@ -95,7 +95,7 @@ class Trainer:
         train_model: nn.Module | None = None,
     ) -> None:
         self.model = model  # the plain module: checkpoints and evaluation
-        self.train_model = train_model or model  # possibly compiled
+        self.train_model = model if train_model is None else train_model  # possibly compiled
         self.bundle = bundle
         self.config = config
         self.precision = precision
