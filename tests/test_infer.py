@@ -154,10 +154,12 @@ def test_compiled_batching_pads_and_chunks(trained):
 
     def fixed_batch(x):
         seen.append(x.shape[0])
+        assert torch._inductor.config.freezing  # patched around each compiled call ...
         return fast.model(x)
 
     fast.__dict__["_compiled"] = fixed_batch
     n = 16 * 3 + 5  # three full batches and a short one
     result = compare_logits(model, fast, test_x[:n], batch_size=n)
     assert set(seen) == {16} and len(seen) == 4
+    assert not torch._inductor.config.freezing  # ... and only there
     assert result["max_relative_logit_error"] <= 1e-4 and result["n"] == n

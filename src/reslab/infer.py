@@ -151,7 +151,10 @@ class InferenceModel(nn.Module):
             if n < size:
                 pad = chunk.new_zeros((size - n, *chunk.shape[1:]))
                 chunk = torch.cat([chunk, pad]).contiguous(memory_format=chunk_format(self.info))
-            outputs.append(compiled(chunk)[:n])
+            # Compilation happens lazily, inside a call (and again for a new image size), so the
+            # freezing flag is patched around each call; options={"freezing": True} is not honoured.
+            with torch._inductor.config.patch(freezing=True):
+                outputs.append(compiled(chunk)[:n])
         return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
 
     @torch.no_grad()
@@ -166,7 +169,7 @@ class InferenceModel(nn.Module):
     def enable_compile(self, example: torch.Tensor) -> None:
         """Compile with inductor freezing and run `example` once; on any failure stay eager."""
         try:
-            compiled = torch.compile(self.model, dynamic=False, options={"freezing": True})
+            compiled = torch.compile(self.model, dynamic=False)
             self.__dict__["_compiled"] = compiled
             self.info.compiled = True
             self(example)
