@@ -89,7 +89,9 @@ def plot_curves(path: Path, rows: list[dict[str, Any]], title: str = "") -> None
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
-    ax_err.set_yscale("log")
+    # Log-like above 1% (where error falls by orders of magnitude) and linear below, so 0% still shows.
+    ax_err.set_yscale("symlog", linthresh=1.0)
+    ax_err.set_ylim(bottom=0)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
