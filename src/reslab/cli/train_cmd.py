@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..train.lr_scaling import LR_SCALING_RULES
 from ..train.recipes import RECIPES, SCHEDULES
 from .output import console
 
@@ -23,7 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "cifar10:DIR, cifar100:DIR, folder:DIR; default digits",
     )
     p.add_argument("--epochs", type=int, help="epochs (replaces the paper recipe's iteration count)")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="the GLOBAL batch: with N processes each takes batch/N (must divide evenly)",
+    )
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--warmup-steps", type=int)
@@ -53,32 +58,77 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="CPU threads (default: 1 for images up to 16x16, where more only add overhead)",
     )
-    p.set_defaults(func=run_train)
+    p.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train with N processes on this machine (DDP; gloo on CPU, nccl on CUDA): the same as "
+        "`torchrun --nproc-per-node N -m reslab train ...`; use torchrun itself for several machines",
+    )
+    p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="BatchNorm statistics over the global batch (all processes), so N processes train as one",
+    )
+    p.add_argument(
+        "--lr-scaling",
+        choices=LR_SCALING_RULES,
+        help="how lr follows a --batch-size that differs from the recipe's: none (keep lr) or linear "
+        "(lr x batch / recipe batch); default linear for the imagenet recipe, else none",
+    )
+    p.set_defaults(func=run_train, _parser=p)
+
+
+def worker_argv(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """The `reslab train` command line of `args`, without --nproc: what each launched process runs."""
+    argv = ["-m", "reslab", "train"]
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "nproc"):
+            continue
+        value = getattr(args, action.dest, None)
+        if value is None or value is False or value == action.default:
+            continue
+        flag = max(action.option_strings, key=len)
+        argv += [flag] if value is True else [flag, str(value)]
+    return argv
 
 
 def run_train(args: argparse.Namespace) -> int:
+    if args.nproc is not None:
+        from ..train.launch import launch
+
+        return launch(args.nproc, worker_argv(args, args._parser))
+
+    from ..errors import DivergedError, ReslabError
     from ..train.api import train
 
-    train(
-        model=args.model,
-        data=args.data,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        schedule=args.schedule,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        precision=args.precision,
-        seed=args.seed,
-        out=args.out,
-        resume=args.resume,
-        device=args.device,
-        recipe=args.recipe,
-        quiet=args.quiet,
-        compile=args.compile,
-        weights=args.weights,
-        download=args.download,
-        threads=args.threads,
-        console=console(),
-    )
+    try:
+        train(
+            model=args.model,
+            data=args.data,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            schedule=args.schedule,
+            warmup_steps=args.warmup_steps,
+            weight_decay=args.weight_decay,
+            precision=args.precision,
+            seed=args.seed,
+            out=args.out,
+            resume=args.resume,
+            device=args.device,
+            recipe=args.recipe,
+            quiet=args.quiet,
+            compile=args.compile,
+            weights=args.weights,
+            download=args.download,
+            threads=args.threads,
+            sync_bn=args.sync_bn,
+            lr_scaling=args.lr_scaling,
+            console=console(),
+        )
+    except (ReslabError, DivergedError) as exc:
+        if getattr(exc, "quiet", False):
+            return exc.exit_code  # under DDP: another rank printed this very line
+        raise
     return 0

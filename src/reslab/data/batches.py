@@ -16,15 +16,23 @@ def normalise(
     return images.to(dtype).div_(255).sub_(mean).div_(std)
 
 
-def random_crop(images: torch.Tensor, pad: int, generator: torch.Generator | None) -> torch.Tensor:
-    """Zero-pad by `pad` and take a random crop of the original size, independently per image."""
+def random_crop(
+    images: torch.Tensor,
+    pad: int,
+    generator: torch.Generator | None,
+    part: tuple[int, int, int] | None = None,
+) -> torch.Tensor:
+    """Zero-pad by `pad` and take a random crop of the original size, independently per image.
+    part (lo, hi, n): `images` are rows lo..hi of a batch of n; the random numbers are drawn for all n
+    (so every rank's generator stays in step with one process's) and rows lo..hi are used."""
     if pad <= 0:
         return images
     n, _, h, w = images.shape
+    lo, hi, drawn = part if part is not None else (0, n, n)
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
     device = images.device
-    dy = torch.randint(0, 2 * pad + 1, (n,), device=device, generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), device=device, generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (drawn,), device=device, generator=generator)[lo:hi]
+    dx = torch.randint(0, 2 * pad + 1, (drawn,), device=device, generator=generator)[lo:hi]
     rows = (dy[:, None] + torch.arange(h, device=device)).view(n, 1, h, 1)
     cols = (dx[:, None] + torch.arange(w, device=device)).view(n, 1, 1, w)
     batch = torch.arange(n, device=device).view(n, 1, 1, 1)
@@ -32,8 +40,11 @@ def random_crop(images: torch.Tensor, pad: int, generator: torch.Generator | Non
     return padded[batch, channel, rows, cols]
 
 
-def random_flip(images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    flip = torch.rand(images.shape[0], device=images.device, generator=generator) < 0.5
+def random_flip(
+    images: torch.Tensor, generator: torch.Generator | None, part: tuple[int, int, int] | None = None
+) -> torch.Tensor:
+    lo, hi, drawn = part if part is not None else (0, images.shape[0], images.shape[0])
+    flip = torch.rand(drawn, device=images.device, generator=generator)[lo:hi] < 0.5
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
 
 
@@ -42,6 +53,11 @@ class DeviceBatches:
 
     shuffle/augment use `generator` (on the split's device), so a seeded run is repeatable and its
     state can be checkpointed. Labels stay int64 on the device; nothing synchronises with the host.
+
+    rank/world_size (distributed training): `batch_size` stays the GLOBAL batch. Every rank draws the same
+    permutation and the same augmentation numbers for each global batch (same seed, same generator) and
+    yields only its contiguous slice (torch.tensor_split's cut). The slices of all ranks are disjoint and
+    together are exactly the one-process batch, augmented the same way.
     """
 
     def __init__(
@@ -60,6 +76,8 @@ class DeviceBatches:
         dtype: torch.dtype = torch.float32,
         channels_last: bool = False,
         indices: torch.Tensor | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
@@ -76,8 +94,12 @@ class DeviceBatches:
         self.generator = generator
         self.dtype = dtype
         self.channels_last = channels_last
-        # A subset of the split (e.g. this rank's shard); None means all of it.
+        # A subset of the split; None means all of it.
         self.indices = indices
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        self.rank = rank
+        self.world_size = world_size
 
     def __len__(self) -> int:
         n = len(self.split) if self.indices is None else len(self.indices)
@@ -94,11 +116,18 @@ class DeviceBatches:
             idx = order[start : start + self.batch_size]
             if self.drop_last and len(idx) < self.batch_size:
                 break
+            part = None
+            if self.world_size > 1:
+                n = len(idx)
+                base, extra = divmod(n, self.world_size)
+                lo = self.rank * base + min(self.rank, extra)
+                hi = lo + base + (1 if self.rank < extra else 0)
+                idx, part = idx[lo:hi], (lo, hi, n)
             images = self.split.images[idx]
             if self.augment:
-                images = random_crop(images, self.pad, self.generator)
+                images = random_crop(images, self.pad, self.generator, part)
                 if self.allow_flip:
-                    images = random_flip(images, self.generator)
+                    images = random_flip(images, self.generator, part)
             x = normalise(images, self.mean, self.std, self.dtype)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

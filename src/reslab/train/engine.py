@@ -21,6 +21,7 @@ from ..data import DataBundle, DeviceBatches
 from ..errors import DivergedError, ReslabError
 from ..precision import Precision
 from .checkpoint import model_payload, save_checkpoint
+from .distributed import DistContext, mark_quiet
 from .evaluation import evaluate_split
 from .progress import RunProgress
 from .recipes import LRSchedule, TrainConfig, make_optimizer, make_scheduler
@@ -47,8 +48,14 @@ def steps_per_epoch(train_size: int, batch_size: int) -> int:
 
 
 def make_batches(
-    bundle: DataBundle, batch_size: int, precision: Precision, generator: torch.Generator
+    bundle: DataBundle,
+    batch_size: int,
+    precision: Precision,
+    generator: torch.Generator,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DeviceBatches:
+    """batch_size is the global batch; with world_size > 1 each rank gets its slice of every batch."""
     return DeviceBatches(
         bundle.train,
         batch_size,
@@ -61,6 +68,8 @@ def make_batches(
         drop_last=len(bundle.train) >= batch_size,
         generator=generator,
         channels_last=precision.channels_last,
+        rank=rank,
+        world_size=world_size,
     )
 
 
@@ -93,9 +102,13 @@ class Trainer:
         seed: int,
         run_config: dict[str, Any],
         train_model: nn.Module | None = None,
+        dist: DistContext | None = None,
     ) -> None:
         self.model = model  # the plain module: checkpoints and evaluation
-        self.train_model = model if train_model is None else train_model  # possibly compiled
+        # Possibly compiled and/or DDP-wrapped.
+        self.train_model = model if train_model is None else train_model
+        # Only rank 0 writes the run directory; every rank trains on its slice of each global batch.
+        self.dist = dist or DistContext()
         self.bundle = bundle
         self.config = config
         self.precision = precision
@@ -103,7 +116,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.run_config = run_config
         self.generator = torch.Generator(device=device).manual_seed(seed)
-        self.batches = make_batches(bundle, config.batch_size, precision, self.generator)
+        self.batches = make_batches(
+            bundle, config.batch_size, precision, self.generator, self.dist.rank, self.dist.world_size
+        )
         self.steps_per_epoch = len(self.batches)
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -114,6 +129,8 @@ class Trainer:
         self.step_fn: TrainStep = make_train_step(
             self.train_model, self.optimizer, precision, scheduler=self.scheduler, loss_fn=loss_fn
         )
+        if self.dist.distributed:
+            self.step_fn.reduce = self.dist.all_reduce_sum
         self.state = FitState()
 
     # -- checkpoints -------------------------------------------------------------------------------
@@ -158,7 +175,8 @@ class Trainer:
             metrics=list(payload.get("metrics", [])),
         )
         # The checkpoint is the truth: drop rows of an epoch that finished after it was written.
-        write_metrics(self.run_dir, self.state.metrics)
+        if self.dist.is_main:
+            write_metrics(self.run_dir, self.state.metrics)
 
     # -- the loop ----------------------------------------------------------------------------------
     def _check_finite(self, loss: float, where: str) -> None:
@@ -168,11 +186,13 @@ class Trainer:
             bool(torch.isfinite(p).all()) for p in self.model.parameters()
         ):
             return  # fp16 overflow: the scaler skipped those steps and lowered its scale
-        raise DivergedError(
+        error = DivergedError(
             f"training diverged: the loss became {loss} at {where} (step {self.state.step}); "
             f"stopped. The last good checkpoint {self.run_dir / 'last.pt'} is kept. "
             f"Try a lower --lr (was {self.config.lr:g}) or more --warmup-steps."
         )
+        # Every rank sees the same reduced loss and raises the same error; rank 0 reports it.
+        raise mark_quiet(error) if not self.dist.is_main else error
 
     def fit(self, progress: RunProgress) -> FitState:
         s = self.state
@@ -191,7 +211,7 @@ class Trainer:
                     break
                 self.step_fn(x, y)
                 s.step += 1
-                progress.advance(y.shape[0])
+                progress.advance(y.shape[0] * self.dist.world_size)
                 if (i + 1) % read_every == 0 and i + 1 < steps:
                     loss, error, _ = self.step_fn.read()
                     self._check_finite(loss, f"epoch {epoch}")
@@ -201,14 +221,18 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             train_seconds = time.perf_counter() - started
+            # DDP: each rank's BN running statistics saw only its slice; validate (and checkpoint) rank 0's,
+            # each rank on its shard of the validation set, sums reduced.
+            self.dist.sync_buffers(self.model)
             val = evaluate_split(
                 self.model,
-                self.bundle.val,
+                self.dist.shard(self.bundle.val),
                 self.bundle.mean,
                 self.bundle.std,
                 self.precision,
                 self.bundle.num_classes,
                 confusion=False,
+                reduce=self.dist.all_reduce_sum if self.dist.distributed else None,
             )
             self._check_finite(val["loss"], f"validation after epoch {epoch}")
             s.epoch = epoch
@@ -228,8 +252,10 @@ class Trainer:
             best = (val["error"], val["loss"]) < (s.best_val_error, s.best_val_loss)
             if best:
                 s.best_val_error, s.best_val_loss, s.best_epoch = val["error"], val["loss"], epoch
-                save_checkpoint(self.run_dir / "best.pt", self.payload())
-            save_checkpoint(self.run_dir / "last.pt", self.payload())
-            write_metrics(self.run_dir, s.metrics)
+                if self.dist.is_main:
+                    save_checkpoint(self.run_dir / "best.pt", self.payload())
+            if self.dist.is_main:
+                save_checkpoint(self.run_dir / "last.pt", self.payload())
+                write_metrics(self.run_dir, s.metrics)
             progress.epoch_line(row, best)
         return s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,8 +22,10 @@ def evaluate_split(
     *,
     batch_size: int = 500,
     confusion: bool = True,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """One pass over `split` in eval mode; one host sync at the end. Errors are fractions."""
+    """One pass over `split` in eval mode; one host sync at the end. Errors are fractions.
+    reduce: sums the loss and the confusion counts in place over processes (each evaluated its shard)."""
     was_training = model.training
     model.eval()
     device = split.images.device
@@ -37,6 +40,9 @@ def evaluate_split(
                 counts += torch.bincount(y * num_classes + logits.argmax(1), minlength=num_classes**2)
     finally:
         model.train(was_training)
+    if reduce is not None:
+        reduce(loss_sum)
+        reduce(counts)
     matrix = counts.view(num_classes, num_classes).cpu()
     n = int(matrix.sum())
     correct = int(matrix.diagonal().sum())

@@ -27,6 +27,7 @@ class TrainStep:
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         grad_scaler: torch.amp.GradScaler | None = None,
         track: bool = True,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -38,6 +39,8 @@ class TrainStep:
             grad_scaler = torch.amp.GradScaler(precision.device_type)
         self.grad_scaler = grad_scaler
         self.track = track
+        # Sums the read-out over processes (DDP: every rank reads at the same steps); None for one process.
+        self.reduce = reduce
         self.loss_sum: torch.Tensor | None = None
         self.correct: torch.Tensor | None = None
         self.count = 0
@@ -76,10 +79,22 @@ class TrainStep:
 
     def read(self) -> tuple[float, float, int]:
         """(mean loss, error fraction, images) since the last reset: the one host sync."""
-        if self.loss_sum is None or self.count == 0:
+        if self.reduce is not None:
+            device = self.optimizer.param_groups[0]["params"][0].device
+            sums = torch.zeros(3, dtype=torch.float64, device=device)
+            if self.loss_sum is not None:
+                sums[0], sums[1] = self.loss_sum.double(), self.correct.double()
+            sums[2] = self.count
+            loss_sum, correct, count = self.reduce(sums).tolist()
+            count = int(count)
+        elif self.loss_sum is None or self.count == 0:
             return float("nan"), float("nan"), 0
-        pair = torch.stack([self.loss_sum.float(), self.correct.float()]).tolist()
-        return pair[0] / self.count, 1.0 - pair[1] / self.count, self.count
+        else:
+            loss_sum, correct = torch.stack([self.loss_sum.float(), self.correct.float()]).tolist()
+            count = self.count
+        if count == 0:
+            return float("nan"), float("nan"), 0
+        return loss_sum / count, 1.0 - correct / count, count
 
 
 def make_train_step(

@@ -1,0 +1,51 @@
+"""The learning-rate rule when the global batch differs from the recipe's reference batch.
+
+--batch-size is the GLOBAL batch (all processes together); `reslab train --nproc N` splits it over N
+processes, so the same command trains the same recipe on 1 or N processes. The rule matters only when the
+global batch is changed from the recipe's:
+  none    keep the recipe's lr (the default for the default and paper recipes);
+  linear  lr = recipe lr * global batch / recipe batch (Goyal et al. 2017; the imagenet recipe's
+          "0.1 per 256 images", hence its default).
+An explicit --lr always wins; config.json records the rule, the reference and whether it was applied.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ReslabError
+from .recipes import resolve_recipe
+
+LR_SCALING_RULES = ("none", "linear")
+
+
+def default_rule(recipe: str) -> str:
+    return "linear" if recipe == "imagenet" else "none"
+
+
+def scaled_lr(
+    recipe: str,
+    *,
+    model_depth: int,
+    train_size: int,
+    batch_size: int | None,
+    lr: float | None,
+    rule: str | None,
+) -> tuple[float | None, dict[str, Any]]:
+    """(the lr to pass to resolve_recipe, the record for config.json)."""
+    rule = rule or default_rule(recipe)
+    if rule not in LR_SCALING_RULES:
+        raise ReslabError(f"unknown --lr-scaling {rule!r}; choose one of {', '.join(LR_SCALING_RULES)}")
+    reference = resolve_recipe(recipe, model_depth=model_depth, train_size=train_size)
+    record: dict[str, Any] = {
+        "rule": rule,
+        "reference_batch": reference.batch_size,
+        "reference_lr": reference.lr,
+        "applied": False,
+    }
+    if lr is not None or batch_size is None or batch_size == reference.batch_size:
+        return lr, record
+    if rule == "none":
+        return reference.lr, record  # also stops the imagenet recipe's own per-256 rule
+    record["applied"] = True
+    return reference.lr * batch_size / reference.batch_size, record

@@ -1,0 +1,235 @@
+"""Distributed training on the CPU (gloo): shards, SyncBN equivalence, the setup gate, and a real
+two-process run that diverges, keeps rank 0's files only, and resumes under `reslab train --nproc 2`
+to the weights of one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+import reslab
+from reslab.cli import main
+from reslab.data import DeviceBatches, Split
+from reslab.errors import ReslabError
+from reslab.train.checkpoint import load_checkpoint
+from reslab.train.distributed import PeerFailed, convert_sync_batchnorm, per_rank_batch, session, wrap_ddp
+from reslab.train.run_dir import read_metrics
+
+WORKER = str(Path(__file__).with_name("ddp_worker.py"))
+# 1259 digits / 512 = 2 steps per epoch: few enough steps that fp32 rounding (1 vs 2 processes sum in a
+# different order) cannot push a ReLU input across zero and fork the two runs.
+RUN = ["--model", "resnet8", "--batch-size", "512", "--epochs", "2", "--lr", "0.05", "--schedule", "cosine"]
+RUN += ["--precision", "fp32", "--device", "cpu", "--threads", "1"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _labelled_split(n: int) -> Split:
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 4, 4).contiguous()
+    return Split(images, torch.arange(n))
+
+
+def test_shards_are_disjoint_and_together_the_one_process_batches() -> None:
+    split = _labelled_split(50)  # 50 = 4 batches of 12 and a last one of 2, cut over 3 ranks
+    for drop_last in (False, True):
+
+        def batches(
+            rank: int, world: int, drop_last: bool = drop_last
+        ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            generator = torch.Generator().manual_seed(7)
+            return list(
+                DeviceBatches(
+                    split,
+                    12,
+                    (0.0,),
+                    (1.0,),
+                    shuffle=True,
+                    augment=True,
+                    pad=1,
+                    drop_last=drop_last,
+                    generator=generator,
+                    rank=rank,
+                    world_size=world,
+                )
+            )
+
+        one = batches(0, 1)
+        ranks = [batches(r, 3) for r in range(3)]
+        assert all(len(r) == len(one) for r in ranks)
+        seen = []
+        for i, (x, y) in enumerate(one):
+            parts = [ranks[r][i] for r in range(3)]
+            # Contiguous slices, in rank order, of the same shuffled and augmented global batch.
+            assert torch.equal(torch.cat([p[1] for p in parts]), y)
+            assert torch.equal(torch.cat([p[0] for p in parts]), x)
+            sizes = [len(p[1]) for p in parts]
+            assert max(sizes) - min(sizes) <= 1
+            seen += torch.cat([p[1] for p in parts]).tolist()
+        assert len(seen) == len(set(seen))  # disjoint
+        assert len(seen) == (48 if drop_last else 50)
+        if not drop_last:
+            assert sorted(seen) == list(range(50))  # complete
+    with pytest.raises(ValueError, match="rank"):
+        DeviceBatches(split, 12, (0.0,), (1.0,), rank=3, world_size=3)
+
+
+def test_global_batch_must_split_evenly() -> None:
+    assert per_rank_batch(512, 2) == 256
+    with pytest.raises(ReslabError, match="multiple of 3"):
+        per_rank_batch(512, 3)
+
+
+# -- two ranks forked from this process (no interpreter start): gradients and the setup gate ----------
+def _env(rank: int, port: int) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(32, 1, 8, 8, generator=g), torch.randint(0, 10, (32,), generator=g)
+
+
+def _step_state(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One forward/backward in training mode: every gradient and BN running statistic afterwards."""
+    nn.functional.cross_entropy(model(x), y).backward()
+    base = getattr(model, "module", model)
+    state = {f"grad.{k}": p.grad.clone() for k, p in base.named_parameters()}
+    state.update({k: v.clone() for k, v in base.state_dict().items() if "running" in k})
+    return state
+
+
+def _grads_worker(rank: int, port: int, out: str, sync_bn: bool) -> None:
+    _env(rank, port)
+    with session() as ctx:
+        torch.manual_seed(0)
+        model = reslab.create_model("resnet8", in_chans=1, num_classes=10)
+        if sync_bn:
+            model = convert_sync_batchnorm(model, torch.device("cpu"))
+        ddp = wrap_ddp(model, ctx, torch.device("cpu"))
+        x, y = _batch()
+        state = _step_state(ddp, x[16 * rank : 16 * (rank + 1)], y[16 * rank : 16 * (rank + 1)])
+        if ctx.is_main:
+            torch.save(state, out)
+
+
+def _fork(fn, *args) -> None:  # noqa: ANN001
+    # DistributedDataParallel's constructor imports torch._dynamo (seconds): once here, not in each child.
+    import torch._dynamo  # noqa: F401
+
+    mp.start_processes(fn, args=(_free_port(), *args), nprocs=2, start_method="fork")
+
+
+def test_ddp_with_sync_bn_computes_the_one_process_gradients_and_plain_bn_does_not(tmp_path) -> None:
+    torch.manual_seed(0)
+    single = _step_state(reslab.create_model("resnet8", in_chans=1, num_classes=10), *_batch())
+    differences = {}
+    for sync_bn in (True, False):
+        out = tmp_path / f"sync{sync_bn}.pt"
+        _fork(_grads_worker, str(out), sync_bn)
+        ddp = torch.load(out)
+        assert ddp.keys() == single.keys()
+        differences[sync_bn] = max((ddp[k] - single[k]).abs().max().item() for k in single)
+    assert differences[True] < 1e-5, differences
+    # Each rank normalising with the statistics of its own half batch is a different computation.
+    assert differences[False] > 1e-3, differences
+
+
+def _gate_worker(rank: int, port: int, out: str) -> None:
+    _env(rank, port)
+    seen: dict[str, object] = {}
+    with session() as ctx:
+        ctx.begin_setup()
+        try:
+            if rank == 1:
+                raise ReslabError("rank 1 cannot read its data")
+            ctx.agree()
+        except ReslabError as exc:
+            ctx.fail(exc)
+            seen["setup"] = [type(exc).__name__, str(exc), exc.exit_code, getattr(exc, "quiet", False)]
+        try:
+            ctx.on_main(lambda: (_ for _ in ()).throw(ReslabError("only rank 0 finds this")))
+        except ReslabError as exc:
+            seen["on_main"] = [str(exc), getattr(exc, "quiet", False)]
+        seen["broadcast"] = ctx.on_main(lambda: f"from rank {ctx.rank}")
+    Path(out, f"{rank}.json").write_text(json.dumps(seen))
+
+
+def test_a_setup_failure_on_one_rank_stops_every_rank_and_only_it_reports(tmp_path) -> None:
+    _fork(_gate_worker, str(tmp_path))
+    rank0, rank1 = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
+    assert rank1["setup"] == ["ReslabError", "rank 1 cannot read its data", 2, False]
+    assert rank0["setup"][0] == PeerFailed.__name__ and rank0["setup"][2:] == [2, True]
+    # Work done by rank 0 alone: its error reaches every rank, printed by rank 0 only.
+    assert rank0["on_main"] == ["only rank 0 finds this", False]
+    assert rank1["on_main"] == ["only rank 0 finds this", True]
+    assert rank0["broadcast"] == rank1["broadcast"] == "from rank 0"
+
+
+# -- real runs: torchrun and `reslab train --nproc` ----------------------------------------------------
+def test_two_processes_diverge_together_write_only_on_rank_0_and_resume_to_the_one_process_weights(
+    tmp_path, capfd
+) -> None:
+    one = reslab.train(
+        model="resnet8",
+        batch_size=512,
+        epochs=2,
+        lr=0.05,
+        schedule="cosine",
+        precision="fp32",
+        device="cpu",
+        threads=1,
+        quiet=True,
+        out=tmp_path / "one",
+    )
+    run, record = tmp_path / "ddp", tmp_path / "writes"
+    record.mkdir()
+    # torchrun itself, with SyncBN; from iteration 3 (the 2nd of epoch 2) the lr is 1e12.
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", WORKER]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    worker = ["--record", str(record), "--diverge-after", "3", "train", *RUN, "--sync-bn", "--out", str(run)]
+    done = subprocess.run(launcher + worker, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.count("training diverged") == 1, done.stderr  # every rank stopped; rank 0 said why
+    assert done.stdout.count("epoch 1/2") == 1 and "epoch 2/2" not in done.stdout, done.stdout
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert not (record / "rank1.txt").exists()  # rank 1 put no file anywhere
+    written = set((record / "rank0.txt").read_text().split())
+    assert {"config.json", "last.pt", "best.pt", "metrics.jsonl", "curves.png"} == written
+    config = json.loads((run / "config.json").read_text())["distributed"]
+    assert config["world_size"] == 2 and config["global_batch"] == 512 and config["per_rank_batch"] == 256
+    assert config["sync_bn"] is True and config["lr_scaling"]["rule"] == "none"
+
+    capfd.readouterr()
+    assert main(["train", "--nproc", "2", "--resume", str(run)]) == 0
+    out = capfd.readouterr().out
+    assert out.count("resuming after epoch 1") == 1 and out.count("test (once") == 1, out
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
+    # SyncBN + the same global batch: the two processes trained the one-process model.
+    a, b = load_checkpoint(tmp_path / "one" / "last.pt")["model"], load_checkpoint(run / "last.pt")["model"]
+    assert a.keys() == b.keys()  # the plain model's keys: no "module." prefix, BatchNorm2d's buffers
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-4
+    test = json.loads((run / "test.json").read_text())
+    assert test["n"] == one.test["n"] == 359 and abs(test["accuracy"] - one.test["accuracy"]) <= 2 / 359
+
+
+def test_nproc_reports_a_bad_global_batch_once(tmp_path, capfd) -> None:
+    code = main(["train", "--nproc", "2", *RUN[:2], "--batch-size", "33", "--out", str(tmp_path / "r")])
+    err = capfd.readouterr().err
+    assert code == 2
+    assert err.count("must split evenly over 2 processes") == 1, err
+    assert not (tmp_path / "r").exists()
