@@ -2,7 +2,7 @@
 
 torch.nn.SyncBatchNorm refuses CPU tensors ("expected input tensor to be on GPU"), so on gloo reslab swaps
 each BatchNorm2d for GlobalBatchNorm2d: in training mode the per-channel mean and (biased) variance come
-from the sums of every rank's slice, through all-reduces that autograd differentiates (their backward sums
+from the sums of every rank's slice, through one all-reduce that autograd differentiates (its backward sums
 the gradients over ranks, as SyncBatchNorm's does). The running statistics are updated as BatchNorm2d would
 with the whole global batch (unbiased variance). In eval mode, or in one process, it is BatchNorm2d itself;
 the state_dict keys are BatchNorm2d's, so checkpoints hold the plain model.
@@ -44,15 +44,22 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         channels = x.shape[1]
         xf = x.float()
-        local = torch.cat(
-            [xf.sum((0, 2, 3)), torch.full((1,), x.numel() / channels, device=x.device, dtype=torch.float32)]
+        # One all-reduce of shifted sums: sum(x - k), sum((x - k)^2), count. The shift k (the running mean,
+        # the same on every rank) sits near the batch mean, so var = E[d^2] - E[d]^2 does not cancel the way
+        # E[x^2] - E[x]^2 would; one collective each way instead of two.
+        shift = (
+            self.running_mean.detach().float()
+            if self.running_mean is not None
+            else torch.zeros(channels, device=x.device)
         )
-        total = all_reduce_sum(local)
-        count = total[channels]
-        mean = total[:channels] / count
+        d = xf - shift.view(1, -1, 1, 1)
+        count = torch.full((1,), x.numel() / channels, device=x.device, dtype=torch.float32)
+        total = all_reduce_sum(torch.cat([d.sum((0, 2, 3)), d.square().sum((0, 2, 3)), count]))
+        count = total[2 * channels]
+        mean_d = total[:channels] / count
+        var = (total[channels : 2 * channels] / count - mean_d.square()).clamp_min(0)
+        mean = shift + mean_d
         centred = xf - mean.view(1, -1, 1, 1)
-        # Two passes (mean, then squared deviations) as BatchNorm2d's kernel, not E[x^2] - E[x]^2.
-        var = all_reduce_sum(centred.square().sum((0, 2, 3))) / count
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
