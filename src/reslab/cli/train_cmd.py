@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..train.lr_scaling import LR_SCALING_RULES
 from ..train.recipes import RECIPES, SCHEDULES
@@ -130,5 +131,9 @@ def run_train(args: argparse.Namespace) -> int:
     except (ReslabError, DivergedError) as exc:
         if getattr(exc, "quiet", False):
             return exc.exit_code  # under DDP: another rank printed this very line
+        raise
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") != "0":
+            return 130  # every rank got the signal; rank 0 says so
         raise
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Sequence
@@ -19,8 +20,9 @@ from collections.abc import Sequence
 from ..errors import ReslabError
 
 
-def launch(nproc: int, worker_args: Sequence[str], *, threads_per_process: int | None = None) -> int:
+def launch(nproc: int, worker_args: Sequence[str]) -> int:
     """Run `python <worker_args>` as `nproc` ranks; 0 when all succeed, else the first failed rank's code."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -34,8 +36,7 @@ def launch(nproc: int, worker_args: Sequence[str], *, threads_per_process: int |
     # As torchrun does, split the cores so N processes do not oversubscribe the machine.
     saved_omp = os.environ.get("OMP_NUM_THREADS")
     if saved_omp is None:
-        cores = threads_per_process or max(1, (os.cpu_count() or 1) // nproc)
-        os.environ["OMP_NUM_THREADS"] = str(cores)
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
@@ -47,8 +48,12 @@ def launch(nproc: int, worker_args: Sequence[str], *, threads_per_process: int |
         monitor_interval=0.1,
         start_method="spawn",
     )
-    quiet_loggers = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.distributed")]
+    # The agent's loggers set their own levels, so each one is quietened, not just the parent.
+    names = [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed")]
+    quiet_loggers = [logging.getLogger(name) for name in ["torch.distributed", *names]]
     levels = [logger.level for logger in quiet_loggers]
+    # The agent installs its own signal handlers; the caller (a test, a notebook) gets its own back.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     for logger in quiet_loggers:
         logger.setLevel(logging.CRITICAL)  # the workers print reslab's own lines; the agent's are noise
     try:
@@ -60,9 +65,13 @@ def launch(nproc: int, worker_args: Sequence[str], *, threads_per_process: int |
             return code  # the worker printed its one line
         print(f"reslab train: rank {rank} exited with status {code}; see its output above", file=sys.stderr)
         return 1
+    except SignalException:
+        return 130  # Ctrl-C / SIGTERM: the agent stopped every worker; rank 0 said "interrupted"
     finally:
         for logger, level in zip(quiet_loggers, levels, strict=True):
             logger.setLevel(level)
         if saved_omp is None:
             os.environ.pop("OMP_NUM_THREADS", None)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return 0
