@@ -17,4 +17,4 @@ stamp=$(date +%Y%m%dT%H%M%S)
   reslab benchmark --model resnet20 --mode train --batch-size 128 --iters 24 --warmup 5 \
     --save "$out/train-resnet20-b128-$stamp.json" "$@"
   echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-} 2>&1 | grep -v "No CUDA runtime" | tee "$out/speed-$stamp.txt"
+} 2>&1 | grep --line-buffered -v "No CUDA runtime" | tee "$out/speed-$stamp.txt"
