@@ -2,7 +2,7 @@
 
 Each command lives in its own module exposing `register(subparsers)`, which adds a parser whose
 `func(args) -> int | None` does the work. User mistakes (ReslabError) become one line on stderr and
-exit status 2; a diverged run (DivergedError) exits 3.
+exit status 2, as does an OSError on a path the user gave; a diverged run (DivergedError) exits 3.
 """
 
 from __future__ import annotations
@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     except DivergedError as exc:
         print(f"reslab {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # A file the user named cannot be read or written: their environment, not our bug.
+        where = f" {exc.filename!r}" if exc.filename else ""
+        print(f"reslab {args.command}: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"reslab {args.command}: interrupted", file=sys.stderr)
         return 130
