@@ -149,8 +149,16 @@ def test_preact_nets_have_final_bn_relu_and_no_stem_bn():
 
 @pytest.mark.parametrize(
     "name,size",
-    [("resnet20", 32), ("plain20", 32), ("preact_resnet20", 32), ("resnet18", 64), ("resnet50_v1", 64),
-     ("preact_resnet18", 64), ("plain18", 64), ("plain_preact_resnet20", 32)],
+    [
+        ("resnet20", 32),
+        ("plain20", 32),
+        ("preact_resnet20", 32),
+        ("resnet18", 64),
+        ("resnet50_v1", 64),
+        ("preact_resnet18", 64),
+        ("plain18", 64),
+        ("plain_preact_resnet20", 32),
+    ],
 )
 def test_forward_shape_every_family(name, size):
     model = create_model(name, num_classes=7).eval()
@@ -189,8 +197,20 @@ def test_unknown_option_is_an_error():
 
 def test_list_models_and_pattern():
     names = list_models()
-    for expected in ("resnet18", "resnet152", "resnet20", "resnet1202", "preact_resnet164", "preact_resnet1001",
-                     "plain20", "plain1202", "plain18", "plain152", "preact_resnet18", "resnet50_v1"):
+    for expected in (
+        "resnet18",
+        "resnet152",
+        "resnet20",
+        "resnet1202",
+        "preact_resnet164",
+        "preact_resnet1001",
+        "plain20",
+        "plain1202",
+        "plain18",
+        "plain152",
+        "preact_resnet18",
+        "resnet50_v1",
+    ):
         assert expected in names
     assert list_models("plain*") and all(n.startswith("plain") for n in list_models("plain*"))
     assert reslab.list_models is list_models
@@ -215,7 +235,9 @@ def test_every_activation_order_scripts_and_matches_eager(order):
         assert torch.allclose(torch.jit.script(model)(x), model(x), atol=1e-6)
 
 
-@pytest.mark.parametrize("name,size", [("resnet20", 32), ("preact_resnet11", 32), ("resnet50", 64), ("plain18", 64)])
+@pytest.mark.parametrize(
+    "name,size", [("resnet20", 32), ("preact_resnet11", 32), ("resnet50", 64), ("plain18", 64)]
+)
 def test_pickle_script_and_export(name, size):
     model = create_model(name).eval()
     x = torch.randn(2, 3, size, size)

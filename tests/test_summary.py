@@ -54,7 +54,23 @@ def test_models_table_prints(capsys):
 
 
 def test_summary_json_per_layer_and_totals(capsys):
-    assert main(["summary", "resnet18", "--input-size", "64", "64", "--in-chans", "1", "--num-classes", "5", "--json"]) == 0
+    assert (
+        main(
+            [
+                "summary",
+                "resnet18",
+                "--input-size",
+                "64",
+                "64",
+                "--in-chans",
+                "1",
+                "--num-classes",
+                "5",
+                "--json",
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     names = [layer["name"] for layer in data["layers"]]
     assert names[:4] == ["conv1", "bn1", "relu", "maxpool"] and "layer4.1" in names and names[-1] == "fc"
