@@ -126,3 +126,12 @@ def test_eval_rejects_missing_checkpoints_and_bad_data(capsys, tmp_path, checkpo
     assert "does not exist" in fails(capsys, ["eval", str(tmp_path / "nothing.pt")])
     assert "nosuchdata" in fails(capsys, ["eval", str(checkpoint), "--data", "nosuchdata"])
     assert "--topk" in fails(capsys, ["predict", str(checkpoint), "x.png", "--topk", "0"])
+
+
+def test_unwritable_outputs_are_one_line(capsys, tmp_path, checkpoint):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder\n")
+    err = fails(capsys, ["train", "--model", "resnet8", "--epochs", "1", "--out", str(a_file)])
+    assert "notes.txt" in err and "is a file" in err
+    err = fails(capsys, ["eval", str(checkpoint), "--device", "cpu", "--out", "/proc/confusion.png"])
+    assert "cannot write '/proc/confusion.png'" in err

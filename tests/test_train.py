@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 
 import pytest
 import torch
 
 import reslab
-from reslab.errors import DivergedError
+from reslab.errors import DivergedError, ReslabError
 from reslab.precision import resolve_precision
 from reslab.train import engine, recipes
 from reslab.train import step as step_module
@@ -118,12 +120,17 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_one_loadable(tmp_pa
         return real_save(obj, handle, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(ReslabError, match="cannot write .*No space left on device"):
         reslab.train(epochs=3, out=tmp_path / "run", **TINY)
     run = tmp_path / "run"
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
     assert load_checkpoint(run / "best.pt")["epoch"] == 1
     assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no temp files left
+    # Files of the run directory get an ordinary file's permissions (mkstemp's 0600 would hide them).
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("last.pt", "best.pt", "config.json", "metrics.jsonl", "curves.png"):
+        assert stat.S_IMODE((run / name).stat().st_mode) == 0o666 & ~umask, name
 
 
 def test_paper_recipe_for_resnet110_counts_iterations():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
 from ..errors import ReslabError
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
 from . import formats
@@ -26,6 +26,10 @@ DEFAULT_RTOL = 0.0
 STATIC_BATCH, DYNAMIC_BATCH = 1, 8
 # torch.export specialises a dimension whose example size is 0 or 1, so a dynamic batch is traced at 2.
 TRACE_BATCH = 2
+
+
+class _Discard(Exception):
+    """Raised inside atomic_path to drop the temp file of an export that failed its check."""
 
 
 @dataclass
@@ -146,38 +150,35 @@ def export_model(
     was_training = model.training
     model.eval()
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    except OSError as exc:
-        raise ReslabError(f"cannot write beside {str(path)!r}: {exc.strerror or exc}") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        start = time.perf_counter()
-        try:
-            written = formats.write(fmt, model, example, tmp, dynamic_batch, opset, metadata or {})
-        except ReslabError:
-            raise
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ReslabError(f"exporting {model_name or 'the model'} to {fmt} failed: {first}") from exc
-        seconds = time.perf_counter() - start
-        notes = [written.note] if written.note else []
-        runtime = f"loading {fmt} back"
-        try:
-            runner, runtime = formats.load_runner(fmt, tmp)
-            result = compare(model, runner, check_batch, tuple(batch_sizes))
-            max_diff, scale, agreement = result.max_abs_diff, result.max_abs_logit, result.top1_agreement
-        except Exception as exc:  # the file does not load or does not run: that is a failed check
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            max_diff, scale, agreement = float("inf"), float("nan"), 0.0
-            notes.append(f"reading the file back failed: {first}")
-        tolerance = atol + (rtol * scale if rtol else 0.0)
-        passed = max_diff <= tolerance
-        size = tmp.stat().st_size
-        if passed:
-            os.replace(tmp, path)
+        # The file lands at path only when the check passes; _Discard leaves an older file there alone.
+        with atomic_path(path, suffix=path.suffix) as tmp:
+            start = time.perf_counter()
+            try:
+                written = formats.write(fmt, model, example, tmp, dynamic_batch, opset, metadata or {})
+            except ReslabError:
+                raise
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ReslabError(f"exporting {model_name or 'the model'} to {fmt} failed: {first}") from exc
+            seconds = time.perf_counter() - start
+            notes = [written.note] if written.note else []
+            runtime = f"loading {fmt} back"
+            try:
+                runner, runtime = formats.load_runner(fmt, tmp)
+                result = compare(model, runner, check_batch, tuple(batch_sizes))
+                max_diff, scale, agreement = result.max_abs_diff, result.max_abs_logit, result.top1_agreement
+            except Exception as exc:  # the file does not load or does not run: that is a failed check
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                max_diff, scale, agreement = float("inf"), float("nan"), 0.0
+                notes.append(f"reading the file back failed: {first}")
+            tolerance = atol + (rtol * scale if rtol else 0.0)
+            passed = max_diff <= tolerance
+            size = tmp.stat().st_size
+            if not passed:
+                raise _Discard
+    except _Discard:
+        pass
     finally:
-        tmp.unlink(missing_ok=True)
         model.train(was_training)
     n: int | str = "batch" if dynamic_batch else int(example.shape[0])
     return ExportReport(

@@ -172,6 +172,8 @@ def _train(
         prec = resolve_precision(run_config["precision"]["precision"], dev)
     else:
         resolve_config(model)  # an unknown name fails before any data is read
+        if out is not None and Path(out).exists() and not Path(out).is_dir():
+            raise ReslabError(f"--out {str(out)!r} is a file; give a folder for the run directory")
         dev = dist_ctx.device(resolve_device(device))
         prec = resolve_precision(precision, dev)
         train_config = resolve_recipe(

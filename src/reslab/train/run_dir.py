@@ -7,12 +7,12 @@ a run killed at any moment never shows a duplicate or half-written epoch.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from ..atomic import atomic_path, atomic_write_text
 
 METRIC_KEYS = (
     "epoch",
@@ -39,26 +39,13 @@ def default_run_dir(model_name: str, data_spec: str, root: str | Path = "runs") 
     return path
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     """Replace metrics.jsonl with `rows` (used on resume and at each epoch's end)."""
-    write_text_atomic(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -132,7 +119,5 @@ def plot_confusion(path: Path, confusion: list[list[int]], class_names: list[str
 
 def _save_figure(fig: Any, path: Path) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=path.suffix) as tmp:  # matplotlib picks the format from the suffix
+        fig.savefig(tmp, dpi=100)
