@@ -3,26 +3,24 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from analysis_helpers import one_thread  # noqa: F401 (autouse fixture)
+from data_writers import write_image
 
 from reslab.analysis.plots import plot_ablation, plot_degradation, plot_responses
 from reslab.analysis.responses import layer_response_std
+from reslab.analysis.runs import DEFAULT_BATCH_SIZE
 from reslab.cli import main
 from reslab.data import load_data
 from reslab.models import create_model
-from reslab.train.checkpoint import model_payload, save_checkpoint
+from reslab.train.checkpoint import load_checkpoint, model_payload, save_checkpoint
+from reslab.train.engine import steps_per_epoch
+from reslab.train.run_dir import read_metrics
+from reslab.train.step import TrainStep
 
 FAST = ["--epochs", "1", "--precision", "fp32"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convs on a shared 2-core machine: one thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +33,7 @@ def degradation_dir(tmp_path_factory):
 
 def test_degradation_files_keys_and_plot(degradation_dir, capsys):
     results = json.loads((degradation_dir / "results.json").read_text())
+    assert results["experiment"] == "degradation"
     assert (degradation_dir / "degradation.png").is_file()
     runs = results["runs"]
     assert sorted((r["kind"], r["seed"]) for r in runs) == [
@@ -69,16 +68,91 @@ def test_degradation_files_keys_and_plot(degradation_dir, capsys):
     assert (degradation_dir / "degradation.png").is_file()
 
 
-def test_interrupted_run_resumes_and_other_settings_are_refused(degradation_dir, tmp_path, capsys):
+class Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_experiment_resumes_its_run_mid_way(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "resp"
+    command = ["responses", "--models", "plain8", "--epochs", "2", "--precision", "fp32", "--out", str(out)]
+    per_epoch = steps_per_epoch(len(load_data("digits").train), DEFAULT_BATCH_SIZE)
+    original = TrainStep.__call__
+    calls = []
+
+    def counting(stop_after):
+        def step(self, x, y):
+            calls.append(1)
+            if stop_after is not None and len(calls) > stop_after:
+                raise Interrupt
+            return original(self, x, y)
+
+        return step
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainStep, "__call__", counting(per_epoch + 3))  # killed in the middle of epoch 2
+        with pytest.raises(Interrupt):
+            main(command)
+    run = out / "runs" / "plain8-seed0"
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1 and not (run / "test.json").exists()
+    first_epoch = read_metrics(run)
+    assert [r["epoch"] for r in first_epoch] == [1]
+
+    calls.clear()
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainStep, "__call__", counting(None))
+        assert main(command) == 0
+    assert "interrupted earlier, resuming it" in capsys.readouterr().out
+    assert len(calls) == per_epoch  # epoch 2 only: a restart would train 2 * per_epoch steps
+    rows = read_metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[0] == first_epoch[0]
+    assert (run / "test.json").is_file() and (out / "responses.json").is_file()
+
+
+def test_runs_with_other_settings_are_refused(degradation_dir, tmp_path, capsys):
     out = tmp_path / "deg"
     shutil.copytree(degradation_dir, out)
-    (out / "runs" / "plain8-seed1" / "test.json").unlink()  # as if killed before the end
-    capsys.readouterr()
-    assert main(["degradation", "--depths", "8", "--seeds", "2", *FAST, "--out", str(out)]) == 0
-    assert "interrupted earlier, resuming it" in capsys.readouterr().out
-    assert (out / "runs" / "plain8-seed1" / "test.json").is_file()
-    assert main(["degradation", "--depths", "8", "--epochs", "2", "--out", str(out)]) == 2
-    assert "other settings" in capsys.readouterr().err
+    folder = tmp_path / "other"
+    for index in range(4):
+        write_image(folder / f"c{index % 2}" / f"{index}.png", np.full((8, 8), 60 * index, np.uint8))
+    same = ["degradation", "--depths", "8", "--seeds", "2", "--epochs", "1", "--precision", "fp32"]
+    for flag, value, key in (
+        ("--epochs", "2", "epochs"),
+        ("--data", f"folder:{folder}", "data"),
+        ("--precision", "bf16", "precision"),
+    ):
+        capsys.readouterr()
+        assert main([*same, flag, value, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "other settings" in err and f"{key} " in err and err.count("\n") == 1
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted(
+        p.name for p in (degradation_dir / "runs").iterdir()
+    )
+
+
+def test_replot_reads_only_its_own_experiments_results(degradation_dir, tmp_path, capsys):
+    def refused(command: list[str], message: str) -> None:
+        capsys.readouterr()
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+
+    refused(["ablation", "--replot", "--out", str(degradation_dir)], "no saved ablation results")
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    shutil.copy(degradation_dir / "results.json", wrong / "ablation.json")
+    refused(["ablation", "--replot", "--out", str(wrong)], "holds degradation results")
+    (wrong / "gradients.json").write_text(json.dumps({"experiment": "responses", "models": {}}))
+    refused(["gradients", "--replot", "--out", str(wrong)], "holds responses results")
+    # A file from before the experiment key is checked for what the table and plot read.
+    legacy = json.loads((degradation_dir / "results.json").read_text())
+    del legacy["experiment"]
+    for run in legacy["runs"]:
+        run["order"] = run.pop("kind")
+    (wrong / "results.json").write_text(json.dumps(legacy))
+    refused(["degradation", "--replot", "--out", str(wrong)], "is not a degradation results file")
+    (wrong / "responses.json").write_text("[1, 2]")
+    refused(["responses", "--replot", "--out", str(wrong)], "is not a responses results file")
 
 
 def test_responses_reuse_runs_and_plot_the_json(degradation_dir, capsys):
@@ -121,10 +195,12 @@ def test_responses_from_checkpoint_against_direct_std(tmp_path):
     assert layer_response_std(model, bundle)["layers"][-1] == "layer3.0.bn2"
 
 
-def test_ablation_five_placements(tmp_path, capsys):
-    out = tmp_path / "abl"
+def test_ablation_five_placements_beside_a_degradation(degradation_dir, tmp_path, capsys):
+    out = tmp_path / "shared"  # one --out for both experiments: neither overwrites the other's results
+    shutil.copytree(degradation_dir, out)
     assert main(["ablation", "--depth", "8", *FAST, "--out", str(out)]) == 0
-    results = json.loads((out / "results.json").read_text())
+    assert (out / "results.json").read_text() == (degradation_dir / "results.json").read_text()
+    results = json.loads((out / "ablation.json").read_text())
     assert [r["order"] for r in results["runs"]] == [
         "post",
         "bn_after_add",
@@ -142,3 +218,5 @@ def test_ablation_five_placements(tmp_path, capsys):
     heights = [p.get_height() for p in bars.patches]
     assert heights == pytest.approx([100 * r["test_error"] for r in results["runs"]])
     assert main(["ablation", "--depth", "18", "--out", str(out / "bad")]) == 2
+    assert main(["degradation", "--replot", "--out", str(out)]) == 0
+    assert main(["ablation", "--replot", "--out", str(out)]) == 0

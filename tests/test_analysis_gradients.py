@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from analysis_helpers import one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 from reslab.analysis.gradients import (
@@ -17,16 +18,6 @@ from reslab.analysis.gradients import (
 from reslab.analysis.plots import plot_gradients
 from reslab.cli import main
 from reslab.data import load_data
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convs on a shared 2-core machine: one thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 WEIGHTS = (0.7, -1.3, 0.9)  # the three units' scalar (1x1 conv) weights
 HEAD_W = np.array([1.5, -0.5])

@@ -13,9 +13,8 @@ from rich.table import Table
 
 from ..errors import ReslabError
 from ..models import resolve_config
-from .degradation import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
 from .results import format_pm
-from .runs import run_summary, train_or_resume
+from .runs import TrainingSettings, run_summary, train_or_resume, training_settings
 
 DEFAULT_DEPTH = 20
 PLACEMENTS = (
@@ -36,41 +35,26 @@ PAPER_RESNET110 = {
 
 
 def run(
+    settings: TrainingSettings | None = None,
     *,
     depth: int = DEFAULT_DEPTH,
-    data: str = "digits",
-    seeds: int = 1,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
     out: str | Path = "runs/ablation",
-    device: str = "auto",
-    precision: str = "auto",
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Train ResNet-`depth` with each placement for each seed; the results dict of results.json."""
-    if seeds < 1:
-        raise ReslabError(f"--seeds must be at least 1, got {seeds}")
+    """Train ResNet-`depth` with each placement for each seed; the results dict of ablation.json."""
+    settings = settings or training_settings()
     name = f"resnet{depth}"
     if resolve_config(name).family != "cifar":
         raise ReslabError(f"--depth {depth}: the ablation uses CIFAR ResNets of depth 6n+2 (20, 32, 56, 110)")
-    epochs = DEFAULT_EPOCHS if epochs is None else epochs
-    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    lr = DEFAULT_LR if lr is None else lr
     runs = []
     for order, label in PLACEMENTS:
-        for seed in range(seeds):
+        for seed in range(settings.seeds):
             run_ = train_or_resume(
                 Path(out) / "runs" / f"{name}-{order}-seed{seed}",
                 name,
-                data,
+                settings,
                 seed=seed,
-                epochs=epochs,
                 model_options={"order": order},
-                batch_size=batch_size,
-                lr=lr,
-                device=device,
-                precision=precision,
                 console=console,
             )
             runs.append(
@@ -83,17 +67,7 @@ def run(
                     **run_summary(run_),
                 }
             )
-    return {
-        "runs": runs,
-        "settings": {
-            "data": data,
-            "depth": depth,
-            "seeds": seeds,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-        },
-    }
+    return {"runs": runs, "settings": {**settings.to_dict(), "depth": depth}}
 
 
 def print_table(results: dict[str, Any], console: Console) -> None:

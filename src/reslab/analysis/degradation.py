@@ -14,20 +14,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import ReslabError
 from ..models import resolve_config
 from .results import format_pm, mean_std
-from .runs import run_summary, train_or_resume
+from .runs import TrainingSettings, run_summary, train_or_resume, training_settings
 
 DEFAULT_DEPTHS = (20, 56)
-# Chosen by measurement on digits (README, "The papers' experiments"): long enough for ResNet-56 to
-# reach ResNet-20's training error on every seed tried, short enough that plain-56 has not yet caught
-# up with plain-20, and the four runs fit in well under 10 minutes on 2 cores.
-DEFAULT_EPOCHS = 30
-# The paper's CIFAR batch and learning rate (reslab's default recipe uses 64 and 0.1, at which ResNet-56
-# on digits spikes at the peak of the one-cycle schedule and ends behind ResNet-20).
-DEFAULT_BATCH_SIZE = 128
-DEFAULT_LR = 0.1
 KINDS = ("plain", "residual")
 
 
@@ -36,54 +27,30 @@ def model_name(kind: str, depth: int) -> str:
 
 
 def run(
+    settings: TrainingSettings | None = None,
     *,
-    data: str = "digits",
     depths: Sequence[int] = DEFAULT_DEPTHS,
-    seeds: int = 1,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
     out: str | Path = "runs/degradation",
-    device: str = "auto",
-    precision: str = "auto",
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Train plain and residual nets of each depth for each seed; the results dict of results.json."""
-    if seeds < 1:
-        raise ReslabError(f"--seeds must be at least 1, got {seeds}")
+    settings = settings or training_settings()
     for depth in depths:
         resolve_config(model_name("plain", depth))  # a bad depth fails before any training
-    epochs = DEFAULT_EPOCHS if epochs is None else epochs
-    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    lr = DEFAULT_LR if lr is None else lr
-    out = Path(out)
     runs = []
     for depth in depths:
         for kind in KINDS:
             name = model_name(kind, depth)
-            for seed in range(seeds):
+            for seed in range(settings.seeds):
                 run_ = train_or_resume(
-                    out / "runs" / f"{name}-seed{seed}",
-                    name,
-                    data,
-                    seed=seed,
-                    epochs=epochs,
-                    batch_size=batch_size,
-                    lr=lr,
-                    device=device,
-                    precision=precision,
-                    console=console,
+                    Path(out) / "runs" / f"{name}-seed{seed}", name, settings, seed=seed, console=console
                 )
                 runs.append({"kind": kind, "depth": depth, "seed": seed, "model": name, **run_summary(run_)})
     return {
         "runs": runs,
         "settings": {
-            "data": data,
+            **settings.to_dict(),
             "depths": list(depths),
-            "seeds": seeds,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
             "recipe": "default (one-cycle, SGD + Nesterov)",
         },
     }

@@ -23,7 +23,7 @@ from ..data import DataBundle, DeviceBatches, load_data
 from ..errors import ReslabError
 from ..models import ResNet, create_model, resolve_config
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
-from .results import columnwise_mean_std, mean_std
+from .results import columnwise_mean_std, mean_std, require_at_least_one
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -116,6 +116,8 @@ def fixed_batches(
     bundle: DataBundle, batch_size: int, num_batches: int, seed: int, device: torch.device | str = "cpu"
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The same shuffled training batches for every model (drawn once, kept in memory)."""
+    require_at_least_one("--batches", num_batches)
+    require_at_least_one("--batch-size", batch_size)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     split = bundle.train
     batches = DeviceBatches(
@@ -123,8 +125,9 @@ def fixed_batches(
     )
     taken = [(x.to(device), y.to(device)) for x, y in batches][:num_batches]
     if not taken:
-        raise ValueError(
-            f"the training split ({len(split)} images) is smaller than one batch of {batch_size}"
+        raise ReslabError(
+            f"the training split ({len(split)} images) is smaller than one batch of {batch_size}; "
+            "use a smaller --batch-size"
         )
     return taken
 
@@ -182,8 +185,7 @@ def gradients_at_init(
 ) -> dict[str, Any]:
     """Gradient statistics of freshly initialised models, for each BN setting (and zero-init variant of the
     residual ones), mean over `seeds` initialisations, all on the same batches."""
-    if seeds < 1:
-        raise ReslabError("--seeds must be at least 1")
+    require_at_least_one("--seeds", seeds)
     batches = fixed_batches(bundle, batch_size, num_batches, seed=0)
     models: dict[str, Any] = {}
     for bn in bn_modes:

@@ -21,9 +21,8 @@ from ..data import DataBundle, DeviceBatches, load_data
 from ..errors import ReslabError
 from ..models import ResNet
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
-from .degradation import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR
 from .results import columnwise_mean_std
-from .runs import train_or_resume
+from .runs import TrainingSettings, train_or_resume, training_settings
 
 DEFAULT_MODELS = ("plain20", "plain56", "resnet20", "resnet56")
 # Orders in which each BN directly follows its conv, so a BN output is a layer's response.
@@ -116,57 +115,28 @@ def from_checkpoints(paths: Sequence[str | Path], data: str | None = None) -> di
 
 def train_and_measure(
     names: Sequence[str],
+    settings: TrainingSettings | None = None,
     *,
-    data: str = "digits",
-    seeds: int = 1,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
     out: str | Path = "runs/responses",
-    device: str = "auto",
-    precision: str = "auto",
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Train (or reuse) each named model for each seed under out/runs, then measure its best checkpoint."""
-    if seeds < 1:
-        raise ReslabError(f"--seeds must be at least 1, got {seeds}")
-    epochs = DEFAULT_EPOCHS if epochs is None else epochs
-    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    lr = DEFAULT_LR if lr is None else lr
+    settings = settings or training_settings()
     models: dict[str, Any] = {}
     for name in names:
         per_seed, sources = [], []
         model = None
-        for seed in range(seeds):
+        for seed in range(settings.seeds):
             run = train_or_resume(
-                Path(out) / "runs" / f"{name}-seed{seed}",
-                name,
-                data,
-                seed=seed,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                device=device,
-                precision=precision,
-                console=console,
+                Path(out) / "runs" / f"{name}-seed{seed}", name, settings, seed=seed, console=console
             )
             payload = load_checkpoint(Path(run["run_dir"]) / "best.pt")
             model = model_from_checkpoint(payload)
-            per_seed.append(layer_response_std(model, load_data(data, seed=seed)))
+            per_seed.append(layer_response_std(model, load_data(settings.data, seed=seed)))
             sources.append(payload["path"])
         assert model is not None
         models[name] = _entry(model, per_seed, sources)
-    return {
-        "models": models,
-        "settings": {
-            "source": "trained",
-            "data": data,
-            "seeds": seeds,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-        },
-    }
+    return {"models": models, "settings": {"source": "trained", **settings.to_dict()}}
 
 
 def print_table(results: dict[str, Any], console: Console) -> None:

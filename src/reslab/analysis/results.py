@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text
 from ..errors import ReslabError
 
 
@@ -41,32 +40,67 @@ def format_pm(values: Sequence[float], percent: bool = True, digits: int = 2) ->
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}{unit}"
 
 
+def require_at_least_one(flag: str, value: int) -> None:
+    """The experiments' counts (--seeds, --epochs, --batches, ...) must be positive."""
+    if value < 1:
+        raise ReslabError(f"{flag} must be at least 1, got {value}")
+
+
+# Each experiment's results file, and what --replot needs in it: the top-level key and, in each of its
+# entries, the keys the table and the plot read. Files are per experiment, so experiments can share --out.
+RESULT_FILES = {
+    "degradation": "results.json",
+    "gradients": "gradients.json",
+    "responses": "responses.json",
+    "ablation": "ablation.json",
+}
+_NEEDED = {
+    "degradation": ("runs", {"kind", "depth", "seed", "train_error", "val_error", "test_error", "curve"}),
+    "ablation": ("runs", {"order", "seed", "train_error", "val_error", "test_error", "curve"}),
+    "gradients": ("models", {"unit_grad_norm", "weight_grad_norm", "first_last_ratio"}),
+    "responses": ("models", {"std", "std_sorted"}),
+}
+
+
+def results_path(out: str | Path, experiment: str) -> Path:
+    return Path(out) / RESULT_FILES[experiment]
+
+
 def write_json(path: str | Path, data: Any) -> Path:
-    """Write JSON atomically (temp file in the same folder, then rename), so a crash never leaves half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write JSON atomically, so a crash never leaves half a file."""
+    return atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
-def read_results(path: str | Path, what: str) -> dict[str, Any]:
-    """Load a saved results file for --replot, with a clear error when there is none."""
-    path = Path(path)
+def save_results(out: str | Path, experiment: str, results: dict[str, Any]) -> Path:
+    """Write an experiment's results file, marked with the experiment's name for --replot to check."""
+    return write_json(results_path(out, experiment), {"experiment": experiment, **results})
+
+
+def read_results(out: str | Path, experiment: str) -> dict[str, Any]:
+    """Load an experiment's saved results for --replot: one line, never a traceback, when the file is
+    missing, unreadable, another experiment's, or lacks what the plot needs."""
+    path = results_path(out, experiment)
     if not path.is_file():
-        raise ReslabError(f"no saved {what} at {str(path)!r}; run the experiment first (without --replot)")
+        raise ReslabError(
+            f"no saved {experiment} results at {str(path)!r}; run the experiment first (without --replot)"
+        )
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReslabError(f"cannot read {str(path)!r}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ReslabError(f"{str(path)!r} is not a {what} file")
+    found = data.get("experiment", experiment) if isinstance(data, dict) else experiment
+    if found != experiment:
+        raise ReslabError(f"{str(path)!r} holds {found} results, not {experiment} results; check --out")
+    key, fields = _NEEDED[experiment]
+    entries = data.get(key) if isinstance(data, dict) else None
+    entries = list(entries.values()) if isinstance(entries, dict) and key == "models" else entries
+    if (
+        not isinstance(entries, list)
+        or not entries
+        or not all(isinstance(e, dict) and fields <= set(e) for e in entries)
+    ):
+        raise ReslabError(
+            f"{str(path)!r} is not a {experiment} results file (it needs {key!r} entries with "
+            f"{', '.join(sorted(fields))}); check --out"
+        )
     return data

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from rich.console import Console
 
 from ..analysis import ablation, degradation, gradients, responses
 from ..analysis.plots import plot_ablation, plot_degradation, plot_gradients, plot_responses, save_figure
-from ..analysis.results import read_results, write_json
+from ..analysis.results import read_results, results_path, save_results
+from ..analysis.runs import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LR,
+    TrainingSettings,
+    training_settings,
+)
 from ..data import load_data
 from ..errors import ReslabError
 from .output import console
 
 
-def _common(parser: argparse.ArgumentParser, out: str, seeds: bool = True) -> None:
+def _common(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--out", default=out, help=f"experiment folder (default {out})")
-    if seeds:
-        parser.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1; tables show mean ± std")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1; tables show mean ± std")
     parser.add_argument(
         "--replot", action="store_true", help="redraw the plot and table from the saved results, no training"
     )
@@ -25,10 +36,8 @@ def _common(parser: argparse.ArgumentParser, out: str, seeds: bool = True) -> No
 def _training(parser: argparse.ArgumentParser, epochs_help: str) -> None:
     parser.add_argument("--data", default="digits", help="data spec (default digits)")
     parser.add_argument("--epochs", type=int, default=None, help=epochs_help)
-    parser.add_argument(
-        "--batch-size", type=int, default=None, help=f"default {degradation.DEFAULT_BATCH_SIZE}"
-    )
-    parser.add_argument("--lr", type=float, default=None, help=f"peak lr (default {degradation.DEFAULT_LR})")
+    parser.add_argument("--batch-size", type=int, default=None, help=f"default {DEFAULT_BATCH_SIZE}")
+    parser.add_argument("--lr", type=float, default=None, help=f"peak lr (default {DEFAULT_LR})")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
 
@@ -38,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "degradation", help="plain vs residual nets of each depth, same recipe and seeds (paper Fig. 6)"
     )
     deg.add_argument("--depths", type=int, nargs="+", default=list(degradation.DEFAULT_DEPTHS))
-    _training(deg, f"epochs per run (default {degradation.DEFAULT_EPOCHS})")
+    _training(deg, f"epochs per run (default {DEFAULT_EPOCHS})")
     _common(deg, "runs/degradation")
     deg.set_defaults(func=run_degradation)
 
@@ -64,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     resp = subparsers.add_parser("responses", help="std of each layer's response (paper Fig. 7)")
     resp.add_argument("--models", nargs="+", default=list(responses.DEFAULT_MODELS))
     resp.add_argument("--ckpt", nargs="+", default=None, help="use these checkpoints instead of training")
-    _training(resp, f"epochs when training the models (default {degradation.DEFAULT_EPOCHS})")
+    _training(resp, f"epochs when training the models (default {DEFAULT_EPOCHS})")
     _common(resp, "runs/responses")
     resp.set_defaults(func=run_responses)
 
@@ -72,134 +81,100 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "ablation", help="the five activation placements of Identity Mappings Table 2"
     )
     abl.add_argument("--depth", type=int, default=ablation.DEFAULT_DEPTH)
-    _training(abl, f"epochs per run (default {degradation.DEFAULT_EPOCHS})")
+    _training(abl, f"epochs per run (default {DEFAULT_EPOCHS})")
     _common(abl, "runs/ablation")
     abl.set_defaults(func=run_ablation)
 
 
-def _check_seeds(args: argparse.Namespace) -> None:
-    if getattr(args, "seeds", 1) < 1:
-        raise ReslabError(f"--seeds must be at least 1, got {args.seeds}")
-    if getattr(args, "epochs", None) is not None and args.epochs < 1:
-        raise ReslabError(f"--epochs must be at least 1, got {args.epochs}")
+def _settings(args: argparse.Namespace) -> TrainingSettings:
+    return training_settings(
+        data=args.data,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=args.device,
+        precision=args.precision,
+    )
 
 
-def _finish(out: Path, json_name: str, png_name: str, results: dict, fig_fn, table_fn) -> None:  # type: ignore[no-untyped-def]
+def _experiment(
+    args: argparse.Namespace,
+    experiment: str,
+    compute: Callable[[Path], dict[str, Any]],
+    figure: Callable[[dict[str, Any]], Figure],
+    table: Callable[[dict[str, Any], Console], None],
+) -> int:
+    """Every experiment command: compute the results (or read them back with --replot), save them, then
+    print the table and draw <experiment>.png from the results alone."""
+    out = Path(args.out)
+    if args.replot:
+        results = read_results(out, experiment)
+    else:
+        results = compute(out)
+        save_results(out, experiment, results)
     con = console()
-    table_fn(results, con)
-    png = save_figure(fig_fn(results), out / png_name)
-    con.print(f"results: {out / json_name}  plot: {png}", highlight=False)
+    table(results, con)
+    png = save_figure(figure(results), out / f"{experiment}.png")
+    con.print(f"results: {results_path(out, experiment)}  plot: {png}", highlight=False)
+    return 0
 
 
 def run_degradation(args: argparse.Namespace) -> int:
-    _check_seeds(args)
-    out = Path(args.out)
-    if args.replot:
-        results = read_results(out / "results.json", "degradation results")
-    else:
-        results = degradation.run(
-            data=args.data,
-            depths=args.depths,
-            seeds=args.seeds,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            out=out,
-            device=args.device,
-            precision=args.precision,
-            console=console(),
+    def compute(out: Path) -> dict[str, Any]:
+        return degradation.run(_settings(args), depths=args.depths, out=out, console=console())
+
+    return _experiment(args, "degradation", compute, plot_degradation, degradation.print_table)
+
+
+def _gradients(args: argparse.Namespace) -> dict[str, Any]:
+    checkpoints = [a for a in args.at if a != "init"]
+    if checkpoints and len(checkpoints) != len(args.at):
+        raise ReslabError("--at takes either init or checkpoint files, not both")
+    if checkpoints:
+        if args.no_bn or args.zero_init_residual:
+            raise ReslabError("--no-bn and --zero-init-residual change the initialisation; use --at init")
+        results = gradients.gradients_of_checkpoints(
+            checkpoints, args.data, num_batches=args.batches, batch_size=args.batch_size
         )
-        write_json(out / "results.json", results)
-    _finish(out, "results.json", "degradation.png", results, plot_degradation, degradation.print_table)
-    return 0
+    else:
+        results = gradients.gradients_at_init(
+            args.models,
+            load_data(args.data or "digits"),
+            bn_modes=(False,) if args.no_bn else (True, False),
+            zero_init=args.zero_init_residual,
+            seeds=args.seeds,
+            num_batches=args.batches,
+            batch_size=args.batch_size,
+        )
+    results["settings"] = {
+        "at": "checkpoints" if checkpoints else "init",
+        "data": args.data or ("from checkpoints" if checkpoints else "digits"),
+        "seeds": 1 if checkpoints else args.seeds,
+        "batches": args.batches,
+        "batch_size": args.batch_size,
+    }
+    return results
 
 
 def run_gradients(args: argparse.Namespace) -> int:
-    _check_seeds(args)
-    out = Path(args.out)
-    if args.replot:
-        results = read_results(out / "gradients.json", "gradient results")
-    else:
-        if args.batches < 1 or args.batch_size < 1:
-            raise ReslabError("--batches and --batch-size must be at least 1")
-        checkpoints = [a for a in args.at if a != "init"]
-        if checkpoints and len(checkpoints) != len(args.at):
-            raise ReslabError("--at takes either init or checkpoint files, not both")
-        if checkpoints:
-            if args.no_bn or args.zero_init_residual:
-                raise ReslabError("--no-bn and --zero-init-residual change the initialisation; use --at init")
-            results = gradients.gradients_of_checkpoints(
-                checkpoints, args.data, num_batches=args.batches, batch_size=args.batch_size
-            )
-            at = "checkpoints"
-        else:
-            bundle = load_data(args.data or "digits")
-            results = gradients.gradients_at_init(
-                args.models,
-                bundle,
-                bn_modes=(False,) if args.no_bn else (True, False),
-                zero_init=args.zero_init_residual,
-                seeds=args.seeds,
-                num_batches=args.batches,
-                batch_size=args.batch_size,
-            )
-            at = "init"
-        results["settings"] = {
-            "at": at,
-            "data": args.data or ("digits" if at == "init" else "from checkpoints"),
-            "seeds": args.seeds if at == "init" else 1,
-            "batches": args.batches,
-            "batch_size": args.batch_size,
-        }
-        write_json(out / "gradients.json", results)
-    _finish(out, "gradients.json", "gradients.png", results, plot_gradients, gradients.print_table)
-    return 0
+    return _experiment(
+        args, "gradients", lambda _out: _gradients(args), plot_gradients, gradients.print_table
+    )
 
 
 def run_responses(args: argparse.Namespace) -> int:
-    _check_seeds(args)
-    out = Path(args.out)
-    if args.replot:
-        results = read_results(out / "responses.json", "response results")
-    else:
+    def compute(out: Path) -> dict[str, Any]:
+        settings = _settings(args)  # checked even where --ckpt leaves it unused
         if args.ckpt:
-            results = responses.from_checkpoints(args.ckpt, data=None if args.data == "digits" else args.data)
-        else:
-            results = responses.train_and_measure(
-                args.models,
-                data=args.data,
-                seeds=args.seeds,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                out=out,
-                device=args.device,
-                precision=args.precision,
-                console=console(),
-            )
-        write_json(out / "responses.json", results)
-    _finish(out, "responses.json", "responses.png", results, plot_responses, responses.print_table)
-    return 0
+            return responses.from_checkpoints(args.ckpt, data=None if args.data == "digits" else args.data)
+        return responses.train_and_measure(args.models, settings, out=out, console=console())
+
+    return _experiment(args, "responses", compute, plot_responses, responses.print_table)
 
 
 def run_ablation(args: argparse.Namespace) -> int:
-    _check_seeds(args)
-    out = Path(args.out)
-    if args.replot:
-        results = read_results(out / "results.json", "ablation results")
-    else:
-        results = ablation.run(
-            depth=args.depth,
-            data=args.data,
-            seeds=args.seeds,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            out=out,
-            device=args.device,
-            precision=args.precision,
-            console=console(),
-        )
-        write_json(out / "results.json", results)
-    _finish(out, "results.json", "ablation.png", results, plot_ablation, ablation.print_table)
-    return 0
+    def compute(out: Path) -> dict[str, Any]:
+        return ablation.run(_settings(args), depth=args.depth, out=out, console=console())
+
+    return _experiment(args, "ablation", compute, plot_ablation, ablation.print_table)
