@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 
 import pytest
 import torch
@@ -75,6 +76,13 @@ def _not_a_checkpoint(tmp_path, checkpoint):
     return path
 
 
+def _a_zip_archive(tmp_path, checkpoint):
+    path = tmp_path / "images.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "no tensors here\n")
+    return path
+
+
 def _other_architecture(tmp_path, checkpoint):
     payload = load_checkpoint(checkpoint)
     payload.pop("path")
@@ -97,8 +105,9 @@ def _code_pickle(tmp_path, checkpoint):
 @pytest.mark.parametrize(
     ("make", "words"),
     [
-        (_truncated, "cannot read checkpoint"),
-        (_not_a_checkpoint, "cannot read checkpoint"),
+        (_truncated, "is truncated or corrupt"),
+        (_not_a_checkpoint, "is not a PyTorch checkpoint (not a zip archive)"),
+        (_a_zip_archive, "is a zip archive but not a PyTorch checkpoint"),
         (_other_architecture, "resnet14"),
         (_code_pickle, "weights-only"),
     ],

@@ -9,6 +9,7 @@ Layout (version 1):
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,37 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
+def read_torch_file(path: Path, what: str, map_location: str | torch.device = "cpu") -> Any:
+    """torch.load(weights_only=True); a file it cannot read is a one-line ReslabError saying why."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zips, pickles that would run code, files of another kind
+        raise ReslabError(f"cannot read {what} {str(path)!r}: {_why_unreadable(path, exc)}") from None
+
+
+def _why_unreadable(path: Path, exc: Exception) -> str:
+    text = str(exc).strip()
+    if "weights_only" in text or "Unsupported global" in text:
+        return "it holds Python objects that weights-only loading refuses to run"
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                is_torch = any(name.endswith("/data.pkl") for name in archive.namelist())
+        except (zipfile.BadZipFile, OSError):
+            is_torch = True
+        if not is_torch:
+            return "it is a zip archive but not a PyTorch checkpoint (no data.pkl in it)"
+        first = text.splitlines()[0] if text else type(exc).__name__
+        return f"the zip archive is corrupt ({first.split('. ')[0]})"
+    if head == b"PK\x03\x04":
+        return "the file is truncated or corrupt (its zip archive has no end; was the copy interrupted?)"
+    if head[:1] == b"\x80":  # a pickle: torch's legacy (pre-1.6) format, which torch.load still reads
+        return text.splitlines()[0] if text else type(exc).__name__
+    return "it is not a PyTorch checkpoint (not a zip archive)"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a reslab checkpoint safely; a user-facing ReslabError for anything that is not one."""
     path = Path(path)
@@ -38,13 +70,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 break
     if not path.is_file():
         raise ReslabError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated zips, pickles that would run code, non-torch files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            first_line = "it holds Python objects that weights-only loading refuses to run"
-        raise ReslabError(f"cannot read checkpoint {str(path)!r}: {first_line}") from None
+    payload = read_torch_file(path, "checkpoint", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ReslabError(f"{str(path)!r} is not a reslab checkpoint")
     if payload.get("version", 0) > VERSION:

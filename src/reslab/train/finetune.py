@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import ReslabError
+from .checkpoint import read_torch_file
 
 
 def load_finetune_weights(model: nn.Module, path: str | Path) -> list[str]:
@@ -17,13 +18,7 @@ def load_finetune_weights(model: nn.Module, path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ReslabError(f"--weights {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated or code-running pickles all land here
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            reason = "it holds Python objects that weights-only loading refuses to run"
-        raise ReslabError(f"cannot read --weights {str(path)!r}: {reason}") from None
+    state = read_torch_file(path, "--weights")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
