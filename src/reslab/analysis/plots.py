@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from ..atomic import atomic_path
 from .results import columnwise_mean_std, mean_std
 
 DPI = 150
@@ -23,15 +24,13 @@ COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:orange", "tab:purple", "tab:
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """PNG at 150 dpi, reduced to a 256-colour palette: line plots look the same at a third of the size."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=DPI, format="png")
     buffer.seek(0)
-    with Image.open(buffer) as image:
+    with Image.open(buffer) as image, atomic_path(path, suffix=".png") as tmp:
         palette = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-        palette.save(path, format="PNG", optimize=True, dpi=(DPI, DPI))
-    return path
+        palette.save(tmp, format="PNG", optimize=True, dpi=(DPI, DPI))
+    return Path(path)
 
 
 def _mean_curve(runs: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
