@@ -7,6 +7,7 @@ import zipfile
 
 import pytest
 import torch
+from data_writers import write_idx_set
 
 import reslab
 from reslab.cli import main
@@ -62,6 +63,21 @@ def test_a_diverging_run_exits_3(capsys, tmp_path):
         capsys, [*argv, "--precision", "fp32", "--device", "cpu", "--quiet", "--out", str(tmp_path)], 3
     )
     assert "diverged" in err and "--lr" in err
+    # It diverged within epoch 1: no checkpoint was ever written, and the message says so.
+    assert "at epoch 1 " in err and "no epoch finished, so there is no checkpoint" in err, err
+    assert "is kept" not in err and not (tmp_path / "last.pt").exists()
+
+
+def test_resume_refuses_settings_it_would_ignore_and_checkpoints_other_than_last(capsys, checkpoint):
+    run = checkpoint.parent
+    err = fails(
+        capsys, ["train", "--resume", str(run), "--epochs", "5", "--lr", "0.3", "--quiet", "--threads", "1"]
+    )
+    assert "drop --epochs, --lr (" in err and "--quiet" not in err and "--threads" not in err
+    for flags in (["--model", "resnet20"], ["--data", "digits"], ["--seed", "0"], ["--precision", "fp32"]):
+        assert f"drop {flags[0]} (" in fails(capsys, ["train", "--resume", str(run), *flags])
+    err = fails(capsys, ["train", "--resume", str(checkpoint)])
+    assert "best.pt would rewind the run" in err and "last.pt" in err
 
 
 def _truncated(tmp_path, checkpoint):
@@ -119,8 +135,11 @@ def test_bad_checkpoints(capsys, tmp_path, checkpoint, make, words, command):
         argv = ["eval", str(path), "--device", "cpu"]
     elif command == "predict":
         argv = ["predict", str(path), str(tmp_path / "any.png")]
-    else:
-        argv = ["train", "--resume", str(path)]
+    else:  # --resume takes only a run's last.pt
+        last = tmp_path / "cut" / "last.pt"
+        last.parent.mkdir()
+        path.rename(last)
+        argv = ["train", "--resume", str(last)]
     assert words in fails(capsys, argv)
 
 
@@ -134,6 +153,9 @@ def test_predict_rejects_an_undecodable_image(capsys, tmp_path, checkpoint):
 def test_eval_rejects_missing_checkpoints_and_bad_data(capsys, tmp_path, checkpoint):
     assert "does not exist" in fails(capsys, ["eval", str(tmp_path / "nothing.pt")])
     assert "nosuchdata" in fails(capsys, ["eval", str(checkpoint), "--data", "nosuchdata"])
+    write_idx_set(tmp_path / "mnist", size=12)  # 1 channel, 10 classes as digits, but 12x12 and not 8x8
+    err = fails(capsys, ["eval", str(checkpoint), "--device", "cpu", "--data", f"mnist:{tmp_path / 'mnist'}"])
+    assert "has 12x12 images but the model was trained on 8x8" in err
     assert "--topk" in fails(capsys, ["predict", str(checkpoint), "x.png", "--topk", "0"])
 
 

@@ -210,9 +210,10 @@ def test_two_processes_diverge_together_write_only_on_rank_0_and_resume_to_the_o
     assert not (record / "rank1.txt").exists()  # rank 1 put no file anywhere
     written = set((record / "rank0.txt").read_text().split())
     assert {"config.json", "last.pt", "best.pt", "metrics.jsonl", "curves.png"} == written
-    config = json.loads((run / "config.json").read_text())["distributed"]
-    assert config["world_size"] == 2 and config["global_batch"] == 512 and config["per_rank_batch"] == 256
-    assert config["sync_bn"] is True and config["lr_scaling"]["rule"] == "none"
+    config = json.loads((run / "config.json").read_text())
+    dist = config["distributed"]
+    assert dist["world_size"] == 2 and dist["global_batch"] == 512 and dist["per_rank_batch"] == 256
+    assert dist["sync_bn"] is True and config["train"]["extra"]["lr_scaling"]["rule"] == "none"
 
     capfd.readouterr()
     assert main(["train", "--nproc", "2", "--resume", str(run)]) == 0

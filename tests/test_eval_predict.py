@@ -112,3 +112,22 @@ def test_fine_tuning_replaces_the_classifier(run, tmp_path):
     )  # fmt: skip
     assert result.config["weights"] == str(run / "best.pt")
     assert result.test["accuracy"] > 0.5
+
+
+def test_predict_and_evaluate_run_in_the_trained_precision(run, digit_pngs, monkeypatch):
+    import reslab.infer as infer
+
+    seen = []
+    real = infer.optimize_for_inference
+
+    def spy(model, example, precision="auto", **kwargs):
+        seen.append(precision)
+        return real(model, example, precision, **kwargs)
+
+    monkeypatch.setattr(infer, "optimize_for_inference", spy)
+    paths = digit_pngs[0][:2]
+    reslab.predict(run / "best.pt", paths, device="cpu")
+    assert reslab.evaluate(run / "best.pt", split="val", device="cpu")["precision"] == "fp32"
+    assert seen == ["fp32", "fp32"]  # the run trained in fp32 (not "auto", which may pick bf16)
+    reslab.predict(run / "best.pt", paths, device="cpu", precision="bf16")
+    assert seen[-1] == "bf16"

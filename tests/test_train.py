@@ -81,7 +81,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkey
     with open(cut / "metrics.jsonl", "a") as handle:
         handle.write('{"epoch": 3, "step": 1')
 
-    resumed = reslab.train(resume=cut, quiet=True)
+    resumed = reslab.train(resume=cut, quiet=True, threads=1)  # settings that change only speed are allowed
     assert [r["epoch"] for r in read_metrics(cut)] == [1, 2, 3]
     a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
     b = load_checkpoint(cut / "last.pt")["model"]
@@ -100,7 +100,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
     monkeypatch.setattr(
         LRSchedule, "lr_at", lambda self, step: original(self, step) if step < steps_per_epoch else 1e12
     )
-    with pytest.raises(DivergedError, match="diverged"):
+    with pytest.raises(DivergedError, match=r"diverged.*last good checkpoint .*last.pt \(epoch 1\) is kept"):
         reslab.train(epochs=4, out=tmp_path / "run", **TINY)
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     assert last["epoch"] == 1
@@ -148,6 +148,37 @@ def test_paper_recipe_for_resnet110_counts_iterations():
     assert config.epochs * (45_000 // 128) >= 64_000
     shallow = LRSchedule(resolve_recipe("paper", model_depth=20, train_size=45_000), 64_000)
     assert shallow.lr_at(0) == pytest.approx(0.1) and shallow.lr_at(63_999) == pytest.approx(0.001)
+
+
+def test_paper_recipe_with_epochs_keeps_the_schedule_shape():
+    total = 10 * (45_000 // 128)  # 3510 iterations instead of 64k
+    config = resolve_recipe("paper", model_depth=110, train_size=45_000, epochs=10)
+    assert (config.epochs, config.max_steps, config.milestones_are_steps) == (10, 0, False)
+    assert config.warmup_steps == round(400 * total / 64_000) == 22
+    assert config.extra["scaled_to_epochs"] == {
+        "recipe_steps": 64_000,
+        "run_steps": total,
+        "recipe_milestones": [32_000, 48_000],
+        "recipe_warmup_steps": 400,
+    }
+    schedule = LRSchedule(config, total)
+    expected = {0: 0.01, 21: 0.01, 22: 0.1, 1754: 0.1, 1755: 0.01, 2631: 0.01, 2633: 0.001, total - 1: 0.001}
+    for step, lr in expected.items():
+        assert schedule.lr_at(step) == pytest.approx(lr, rel=1e-12), step
+    # An explicit warm-up is kept; the shallow nets have none.
+    assert (
+        resolve_recipe("paper", model_depth=110, train_size=45_000, epochs=10, warmup_steps=5).warmup_steps
+        == 5
+    )
+    assert resolve_recipe("paper", model_depth=20, train_size=45_000, epochs=10).warmup_steps == 0
+
+
+def test_a_short_paper_run_lowers_its_lr_and_records_why(tmp_path):
+    result = reslab.train(recipe="paper", epochs=4, out=tmp_path / "run", **dict(TINY, batch_size=None))
+    assert [r["lr"] for r in result.metrics] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    train = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
+    assert train["milestones"] == [0.5, 0.75] and train["milestones_are_steps"] is False
+    assert train["extra"]["scaled_to_epochs"]["run_steps"] == 4 * (1259 // 128)
 
 
 def test_schedules_rise_and_fall():

@@ -19,6 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument("--out", help="confusion-matrix PNG (default: beside the checkpoint)")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="default: the precision the checkpoint was trained in",
+    )
     p.add_argument("--download", action="store_true")
     p.add_argument(
         "--fast",
@@ -30,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ..train.api import evaluate
+    from ..train.evaluate_predict import evaluate
     from ..train.run_dir import plot_confusion
 
     result = evaluate(
@@ -38,6 +43,7 @@ def run_eval(args: argparse.Namespace) -> int:
         data=args.data,
         split=args.split,
         device=args.device,
+        precision=args.precision,
         download=args.download,
         fast=args.fast,
     )

@@ -16,6 +16,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="default: the precision the checkpoint was trained in",
+    )
+    p.add_argument(
         "--fast",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -25,9 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from ..train.api import predict
+    from ..train.evaluate_predict import predict
 
-    results = predict(args.checkpoint, args.images, topk=args.topk, device=args.device, fast=args.fast)
+    results = predict(
+        args.checkpoint,
+        args.images,
+        topk=args.topk,
+        device=args.device,
+        fast=args.fast,
+        precision=args.precision,
+    )
     if args.json:
         print(json.dumps(results, indent=1))
         return 0

@@ -15,12 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train a model (default: resnet20 on the bundled digits)",
         description="Train a model; writes config.json, metrics.jsonl, test.json, last.pt, best.pt and "
-        "curves.png to the run directory. Unset numbers come from the recipe.",
+        "curves.png to the run directory. Unset numbers come from the recipe. --resume continues a run with "
+        "its own settings: only --quiet, --threads, --download and --nproc may come with it.",
     )
-    p.add_argument("--model", default="resnet20", help="model name (see `reslab models`); default resnet20")
+    p.add_argument("--model", help="model name (see `reslab models`); default resnet20")
     p.add_argument(
         "--data",
-        default="digits",
         help="data spec: digits, fashion-mnist[:DIR], mnist:DIR, "
         "cifar10:DIR, cifar100:DIR, folder:DIR; default digits",
     )
@@ -36,15 +36,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float)
     p.add_argument(
         "--precision",
-        default="auto",
         choices=("auto", "fp32", "bf16", "fp16"),
-        help="auto: bf16 + channels_last on CUDA and on CPUs with AMX/AVX512-BF16, else fp32",
+        help="default auto: bf16 + channels_last on CUDA and on CPUs with AMX/AVX512-BF16, else fp32",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--out", help="run directory (default runs/<model>-<data>-<timestamp>)")
-    p.add_argument("--resume", metavar="DIR_OR_CKPT", help="continue an interrupted run from its last.pt")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--recipe", default="default", choices=RECIPES)
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR_OR_LAST_PT",
+        help="continue an interrupted run from its last.pt, with the settings it started with",
+    )
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--recipe", choices=RECIPES, help="default: default")
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument(

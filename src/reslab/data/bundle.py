@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -65,6 +65,10 @@ class DataBundle:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def to(self, device: torch.device | str) -> DataBundle:
+        """The same data set with its three splits on `device` (statistics and names unchanged)."""
+        return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))
 
     def split(self, name: str) -> Split:
         if name not in ("train", "val", "test"):

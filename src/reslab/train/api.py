@@ -1,4 +1,5 @@
-"""The public training API: `train`, `evaluate`, `predict` (the CLI calls exactly these)."""
+"""The public training API: `train` (the CLI calls exactly this); `evaluate` and `predict` live in
+evaluate_predict.py and are re-exported here."""
 
 from __future__ import annotations
 
@@ -13,20 +14,46 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from ..data import DataBundle, load_data, normalise
+from ..data import load_data
 from ..errors import ReslabError
 from ..models import create_model
 from ..models.zoo import resolve_config
 from ..precision import resolve_device, resolve_precision
-from .checkpoint import load_checkpoint, model_from_checkpoint
+from .checkpoint import load_checkpoint
 from .distributed import DistContext, convert_sync_batchnorm, distributed_config, session, wrap_ddp
 from .engine import Trainer, steps_per_epoch
+from .evaluate_predict import evaluate, predict
 from .evaluation import evaluate_split
 from .finetune import load_finetune_weights
-from .lr_scaling import scaled_lr
 from .progress import RunProgress
-from .recipes import TrainConfig, resolve_recipe
+from .recipes import TrainConfig, check_overrides, resolve_recipe
 from .run_dir import default_run_dir, plot_curves, write_json
+
+__all__ = ["RunResult", "evaluate", "predict", "train"]
+
+# What a resumed run takes from its checkpoint. Giving one of these with --resume is refused (the run
+# would silently not use it); quiet, threads, download and the number of processes may change, since
+# they change only speed and output, not what is trained.
+RUN_SETTINGS = {
+    "model": "--model",
+    "data": "--data",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "schedule": "--schedule",
+    "warmup_steps": "--warmup-steps",
+    "weight_decay": "--weight-decay",
+    "precision": "--precision",
+    "seed": "--seed",
+    "out": "--out",
+    "device": "--device",
+    "recipe": "--recipe",
+    "compile": "--compile",
+    "model_options": "model_options",
+    "weights": "--weights",
+    "sync_bn": "--sync-bn",
+    "lr_scaling": "--lr-scaling",
+}
 
 
 @dataclass
@@ -44,12 +71,30 @@ def _version() -> str:
     return __version__
 
 
+def _refuse_run_settings(resume: str | Path, settings: dict[str, Any]) -> None:
+    given = [
+        flag
+        for name, flag in RUN_SETTINGS.items()
+        if settings[name] is not None and settings[name] is not False and settings[name] != {}
+    ]
+    if given:
+        raise ReslabError(
+            f"--resume {str(resume)!r} continues the run with the settings it started with; drop "
+            f"{', '.join(given)} (to train with other settings, start a new run, e.g. with --weights)"
+        )
+
+
 def _resume_checkpoint(resume: str | Path) -> dict[str, Any]:
     path = Path(resume)
     if path.is_dir():
         if not (path / "last.pt").is_file():
             raise ReslabError(f"--resume {str(path)!r}: no last.pt in that folder; is it a reslab run?")
         path = path / "last.pt"
+    elif path.name != "last.pt" and path.exists():
+        raise ReslabError(
+            f"--resume {str(path)!r}: give the run's last.pt or its folder; resuming from {path.name} "
+            "would rewind the run to that checkpoint and overwrite last.pt"
+        )
     payload = load_checkpoint(path)
     for key in ("train_config", "optimizer", "scheduler", "rng", "epoch"):
         if key not in payload:
@@ -57,19 +102,9 @@ def _resume_checkpoint(resume: str | Path) -> dict[str, Any]:
     return payload
 
 
-def _load_bundle(spec: str, seed: int, download: bool, device: torch.device) -> DataBundle:
-    bundle = load_data(spec, seed=seed, download=download)
-    bundle.train, bundle.val, bundle.test = (
-        bundle.train.to(device),
-        bundle.val.to(device),
-        bundle.test.to(device),
-    )
-    return bundle
-
-
 def train(
-    model: str = "resnet20",
-    data: str = "digits",
+    model: str | None = None,
+    data: str | None = None,
     *,
     epochs: int | None = None,
     batch_size: int | None = None,
@@ -77,12 +112,12 @@ def train(
     schedule: str | None = None,
     warmup_steps: int | None = None,
     weight_decay: float | None = None,
-    precision: str = "auto",
-    seed: int = 0,
+    precision: str | None = None,
+    seed: int | None = None,
     out: str | Path | None = None,
     resume: str | Path | None = None,
-    device: str = "auto",
-    recipe: str = "default",
+    device: str | None = None,
+    recipe: str | None = None,
     quiet: bool = False,
     compile: bool = False,
     model_options: dict[str, Any] | None = None,
@@ -93,8 +128,10 @@ def train(
     lr_scaling: str | None = None,
     console: Console | None = None,
 ) -> RunResult:
-    """Train `model` on `data`; write the run directory; evaluate the test set once with the best-on-
-    validation weights. With `resume`, every setting comes from the checkpoint and the run continues.
+    """Train `model` (None: resnet20) on `data` (None: digits); write the run directory; evaluate the test
+    set once with the best-on-validation weights. None for precision, seed, device, recipe means auto, 0,
+    auto, default. With `resume` (a run's last.pt or its folder) every setting comes from the checkpoint
+    and the run continues; passing any of RUN_SETTINGS with it is a ReslabError.
     threads: CPU threads for this run (None: 1 for images of at most 16x16 pixels, else torch's default).
     Under torchrun (RANK/WORLD_SIZE set) it trains with DistributedDataParallel: batch_size is the global
     batch, sync_bn makes BN statistics span it, lr_scaling ("none"/"linear") says how lr follows a changed
@@ -127,8 +164,8 @@ def cpu_threads(requested: int | None, image_size: tuple[int, int], device: torc
 
 
 def _train(
-    model: str,
-    data: str,
+    model: str | None,
+    data: str | None,
     *,
     epochs: int | None,
     batch_size: int | None,
@@ -136,12 +173,12 @@ def _train(
     schedule: str | None,
     warmup_steps: int | None,
     weight_decay: float | None,
-    precision: str,
-    seed: int,
+    precision: str | None,
+    seed: int | None,
     out: str | Path | None,
     resume: str | Path | None,
-    device: str,
-    recipe: str,
+    device: str | None,
+    recipe: str | None,
     quiet: bool,
     compile: bool,
     model_options: dict[str, Any] | None,
@@ -156,58 +193,41 @@ def _train(
     dist_ctx.begin_setup()
     quiet = quiet or not dist_ctx.is_main
     payload = None
-    lr_record: dict[str, Any] = {}
     if resume is not None:
+        _refuse_run_settings(resume, {k: v for k, v in locals().items() if k in RUN_SETTINGS})
         payload = dist_ctx.on_main(lambda: _resume_checkpoint(resume))
         run_config = payload["train_config"]
         run_dir = Path(payload["path"]).parent
         model, data, seed = run_config["model"], run_config["data"], run_config["seed"]
         threads = threads or run_config["environment"].get("threads")
-        model_options, weights = run_config["model_options"], None
-        compile, download = run_config["compile"], run_config["download"]
+        model_options = run_config["model_options"]
+        compile, download = run_config["compile"], download or run_config["download"]
         train_config = TrainConfig.from_dict(run_config["train"])
         dev = dist_ctx.device(resolve_device(run_config["device"]))
         sync_bn = run_config.get("distributed", {}).get("sync_bn", False)
-        lr_record = run_config.get("distributed", {}).get("lr_scaling", {})
         prec = resolve_precision(run_config["precision"]["precision"], dev)
+        bundle = load_data(data, seed=seed, download=download).to(dev)
     else:
-        resolve_config(model)  # an unknown name fails before any data is read
+        model, data, recipe = model or "resnet20", data or "digits", recipe or "default"
+        seed = 0 if seed is None else seed
+        # Unknown names and impossible numbers fail before any data is read.
+        depth = resolve_config(model).depth
+        overrides = dict(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            schedule=schedule,
+            warmup_steps=warmup_steps,
+            weight_decay=weight_decay,
+            lr_scaling=lr_scaling,
+        )
+        check_overrides(recipe, **overrides)
         if out is not None and Path(out).exists() and not Path(out).is_dir():
             raise ReslabError(f"--out {str(out)!r} is a file; give a folder for the run directory")
-        dev = dist_ctx.device(resolve_device(device))
-        prec = resolve_precision(precision, dev)
-        train_config = resolve_recipe(
-            recipe,
-            model_depth=resolve_config(model).depth,
-            train_size=1,  # replaced below once the data is known
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            schedule=schedule,
-            warmup_steps=warmup_steps,
-            weight_decay=weight_decay,
-        )
-    bundle = _load_bundle(data, seed, download, dev)
-    if payload is None:
-        lr, lr_record = scaled_lr(
-            recipe,
-            model_depth=resolve_config(model).depth,
-            train_size=len(bundle.train),
-            batch_size=batch_size,
-            lr=lr,
-            rule=lr_scaling,
-        )
-        train_config = resolve_recipe(
-            recipe,
-            model_depth=resolve_config(model).depth,
-            train_size=len(bundle.train),
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            schedule=schedule,
-            warmup_steps=warmup_steps,
-            weight_decay=weight_decay,
-        )
+        dev = dist_ctx.device(resolve_device(device or "auto"))
+        prec = resolve_precision(precision or "auto", dev)
+        bundle = load_data(data, seed=seed, download=download).to(dev)
+        train_config = resolve_recipe(recipe, model_depth=depth, train_size=len(bundle.train), **overrides)
         run_dir = Path(out) if out is not None else default_run_dir(model, data)
         if dist_ctx.is_main and (run_dir / "last.pt").exists():
             raise ReslabError(
@@ -225,7 +245,7 @@ def _train(
         net = convert_sync_batchnorm(net, dev)
     if prec.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    dist_info = distributed_config(dist_ctx, train_config.batch_size, sync_bn, lr_record)
+    dist_info = distributed_config(dist_ctx, train_config.batch_size, sync_bn)
 
     if payload is None:
         run_config = {
@@ -258,7 +278,8 @@ def _train(
             run_dir.mkdir(parents=True, exist_ok=True)
             write_json(run_dir / "config.json", run_config)
     elif run_config.get("distributed", {}).get("world_size", 1) != dist_ctx.world_size:
-        run_config = {**run_config, "distributed": dist_info}  # resumed on another number of processes
+        # Resumed on another number of processes.
+        run_config = {**run_config, "distributed": {**run_config.get("distributed", {}), **dist_info}}
         if dist_ctx.is_main:
             write_json(run_dir / "config.json", run_config)
 
@@ -337,116 +358,3 @@ def _split_text(dist_ctx: DistContext, global_batch: int, sync_bn: bool) -> str:
     per_rank = global_batch // dist_ctx.world_size
     bn = "SyncBN" if sync_bn else "per-rank BN"
     return f" = {dist_ctx.world_size} processes x {per_rank}, DDP over {dist_ctx.backend}, {bn}"
-
-
-def _checkpoint_and_model(
-    checkpoint: str | Path, dev: torch.device
-) -> tuple[dict[str, Any], torch.nn.Module]:
-    payload = load_checkpoint(checkpoint)
-    if "data" not in payload or "class_names" not in payload.get("data", {}):
-        raise ReslabError(f"checkpoint {payload['path']!r} does not say what data it expects")
-    model = model_from_checkpoint(payload).to(dev).eval()
-    return payload, model
-
-
-def _trained_precision(payload: dict[str, Any], dev: torch.device) -> str:
-    """The precision the run trained (and validated) in, so `eval` repeats test.json; auto if it cannot."""
-    name = payload.get("train_config", {}).get("precision", {}).get("precision", "auto")
-    return name if name != "fp16" or dev.type == "cuda" else "auto"
-
-
-EVAL_BATCH_SIZE = 500
-
-
-def evaluate(
-    checkpoint: str | Path,
-    data: str | None = None,
-    split: str = "test",
-    device: str = "auto",
-    precision: str | None = None,
-    download: bool = False,
-    fast: bool = True,
-) -> dict[str, Any]:
-    """Loss, error, accuracy, per-class accuracy and the confusion matrix of a checkpoint on a split.
-    precision None: the one the checkpoint was trained in. fast: reslab.infer.optimize_for_inference
-    (BN folded, weights in the precision's dtype, compiled when the split is big enough to pay for it).
-    The data defaults to the checkpoint's (same spec and seed, so the same split); inputs are normalised
-    with the statistics training used."""
-    if split not in ("train", "val", "test"):
-        raise ReslabError(f"unknown split {split!r}; choose train, val or test")
-    dev = resolve_device(device)
-    payload, model = _checkpoint_and_model(checkpoint, dev)
-    prec = resolve_precision(precision or _trained_precision(payload, dev), dev)
-    info = payload["data"]
-    seed = int(payload.get("train_config", {}).get("seed", 0))
-    spec = data or info["spec"]
-    bundle = _load_bundle(spec, seed, download, dev)
-    if bundle.in_chans != info["in_chans"]:
-        raise ReslabError(
-            f"data {spec!r} has {bundle.in_chans} channel(s) but the model expects {info['in_chans']}"
-        )
-    if bundle.num_classes != len(info["class_names"]):
-        raise ReslabError(
-            f"data {spec!r} has {bundle.num_classes} classes but the model predicts {len(info['class_names'])}"
-        )
-    if fast:
-        from ..infer import optimize_for_inference
-
-        n = len(bundle.split(split))
-        example = torch.zeros(
-            (max(1, min(n, EVAL_BATCH_SIZE)), *bundle.split(split).images.shape[1:]), device=dev
-        )
-        model = optimize_for_inference(model, example, precision=prec.name, device=dev, workload=n)
-    elif prec.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    mean, std = tuple(info["mean"]), tuple(info["std"])
-    result = evaluate_split(
-        model, bundle.split(split), mean, std, prec, bundle.num_classes, batch_size=EVAL_BATCH_SIZE
-    )
-    return {
-        "checkpoint": payload["path"],
-        "model": payload["model_name"],
-        "data": spec,
-        "split": split,
-        **result,
-        "class_names": list(info["class_names"]),
-    }
-
-
-def predict(
-    checkpoint: str | Path, images: list[str | Path], topk: int = 5, device: str = "auto", fast: bool = True
-) -> list[dict[str, Any]]:
-    """Top-k classes with probabilities for each image file, read and normalised as training saw data.
-    fast: reslab.infer.optimize_for_inference (never compiles for a handful of images)."""
-    from ..data.images import read_image
-
-    if topk < 1:
-        raise ReslabError(f"--topk must be at least 1, got {topk}")
-    if not images:
-        raise ReslabError("no images given")
-    dev = resolve_device(device)
-    payload, model = _checkpoint_and_model(checkpoint, dev)
-    info = payload["data"]
-    names = list(info["class_names"])
-    pixels = torch.stack([read_image(p, info["in_chans"], tuple(info["image_size"])) for p in images])
-    mean = torch.tensor(info["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(info["std"], dtype=torch.float32).view(1, -1, 1, 1)
-    x = normalise(pixels, mean, std).to(dev)
-    if fast:
-        from ..infer import optimize_for_inference
-
-        model = optimize_for_inference(model, x, device=dev, workload=len(x))
-    with torch.inference_mode():
-        probs = torch.softmax(model(x).float(), dim=1).cpu()
-    k = min(topk, len(names))
-    values, indices = probs.topk(k, dim=1)
-    return [
-        {
-            "image": str(path),
-            "top": [
-                {"class": names[i], "index": i, "probability": round(p, 6)}
-                for p, i in zip(vals.tolist(), idx.tolist(), strict=True)
-            ],
-        }
-        for path, vals, idx in zip(images, values, indices, strict=True)
-    ]

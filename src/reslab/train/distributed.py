@@ -242,10 +242,9 @@ def wrap_ddp(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Mod
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def distributed_config(
-    ctx: DistContext, global_batch: int, sync_bn: bool, lr_scaling: dict[str, Any]
-) -> dict[str, Any]:
-    """What config.json says about the processes: world size, global and per-rank batch, the lr rule."""
+def distributed_config(ctx: DistContext, global_batch: int, sync_bn: bool) -> dict[str, Any]:
+    """What config.json says about the processes: world size, global and per-rank batch (the lr rule
+    for another batch size is the recipe's business: train.extra.lr_scaling)."""
     return {
         "world_size": ctx.world_size,
         "backend": ctx.backend,
@@ -253,5 +252,4 @@ def distributed_config(
         "global_batch": global_batch,
         "per_rank_batch": per_rank_batch(global_batch, ctx.world_size),
         "batch_size_means": "global batch (all processes together)",
-        "lr_scaling": lr_scaling,
     }

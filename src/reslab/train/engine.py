@@ -186,10 +186,13 @@ class Trainer:
             bool(torch.isfinite(p).all()) for p in self.model.parameters()
         ):
             return  # fp16 overflow: the scaler skipped those steps and lowered its scale
+        if self.state.epoch > 0:
+            kept = f"the last good checkpoint {self.run_dir / 'last.pt'} (epoch {self.state.epoch}) is kept"
+        else:
+            kept = "no epoch finished, so there is no checkpoint"
         error = DivergedError(
             f"training diverged: the loss became {loss} at {where} (step {self.state.step}); "
-            f"stopped. The last good checkpoint {self.run_dir / 'last.pt'} is kept. "
-            f"Try a lower --lr (was {self.config.lr:g}) or more --warmup-steps."
+            f"stopped; {kept}. Try a lower --lr (was {self.config.lr:g}) or more --warmup-steps."
         )
         # Every rank sees the same reduced loss and raises the same error; rank 0 reports it.
         raise mark_quiet(error) if not self.dist.is_main else error

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ReslabError
-from .recipes import resolve_recipe
 
 LR_SCALING_RULES = ("none", "linear")
 
@@ -23,29 +22,30 @@ def default_rule(recipe: str) -> str:
     return "linear" if recipe == "imagenet" else "none"
 
 
+def check_rule(rule: str | None) -> None:
+    if rule is not None and rule not in LR_SCALING_RULES:
+        raise ReslabError(f"unknown --lr-scaling {rule!r}; choose one of {', '.join(LR_SCALING_RULES)}")
+
+
 def scaled_lr(
     recipe: str,
+    reference_batch: int,
+    reference_lr: float,
     *,
-    model_depth: int,
-    train_size: int,
     batch_size: int | None,
     lr: float | None,
     rule: str | None,
 ) -> tuple[float | None, dict[str, Any]]:
-    """(the lr to pass to resolve_recipe, the record for config.json)."""
+    """(the lr the run uses, None to keep the recipe's; the record for config.json)."""
+    check_rule(rule)
     rule = rule or default_rule(recipe)
-    if rule not in LR_SCALING_RULES:
-        raise ReslabError(f"unknown --lr-scaling {rule!r}; choose one of {', '.join(LR_SCALING_RULES)}")
-    reference = resolve_recipe(recipe, model_depth=model_depth, train_size=train_size)
     record: dict[str, Any] = {
         "rule": rule,
-        "reference_batch": reference.batch_size,
-        "reference_lr": reference.lr,
+        "reference_batch": reference_batch,
+        "reference_lr": reference_lr,
         "applied": False,
     }
-    if lr is not None or batch_size is None or batch_size == reference.batch_size:
+    if lr is not None or batch_size is None or batch_size == reference_batch or rule == "none":
         return lr, record
-    if rule == "none":
-        return reference.lr, record  # also stops the imagenet recipe's own per-256 rule
     record["applied"] = True
-    return reference.lr * batch_size / reference.batch_size, record
+    return reference_lr * batch_size / reference_batch, record

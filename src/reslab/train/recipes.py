@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import ReslabError
+from .lr_scaling import check_rule, scaled_lr
 
 RECIPES = ("default", "paper", "imagenet")
 SCHEDULES = ("step", "cosine", "onecycle")
@@ -126,21 +127,22 @@ def _imagenet_recipe(model_depth: int, train_size: int) -> TrainConfig:
     )
 
 
-def resolve_recipe(
+BUILDERS = {"default": _default_recipe, "paper": _paper_recipe, "imagenet": _imagenet_recipe}
+
+
+def check_overrides(
     name: str,
     *,
-    model_depth: int,
-    train_size: int,
     epochs: int | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
     schedule: str | None = None,
     warmup_steps: int | None = None,
     weight_decay: float | None = None,
-) -> TrainConfig:
-    """The recipe's settings with the user's overrides (None keeps the recipe's value), validated."""
-    builders = {"default": _default_recipe, "paper": _paper_recipe, "imagenet": _imagenet_recipe}
-    if name not in builders:
+    lr_scaling: str | None = None,
+) -> None:
+    """A one-line ReslabError for an unknown recipe or an impossible override (before any data is read)."""
+    if name not in BUILDERS:
         raise ReslabError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
     if epochs is not None and epochs < 1:
         raise ReslabError(f"--epochs must be at least 1, got {epochs}")
@@ -154,10 +156,40 @@ def resolve_recipe(
         raise ReslabError(f"--warmup-steps must be zero or positive, got {warmup_steps}")
     if schedule is not None and schedule not in SCHEDULES:
         raise ReslabError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    config = builders[name](model_depth, train_size)
-    if name == "imagenet" and batch_size is not None and lr is None:
-        lr = 0.1 * batch_size / 256  # the linear scaling the paper's "0.1 per 256" implies
-    overrides = {
+    check_rule(lr_scaling)
+
+
+def resolve_recipe(
+    name: str,
+    *,
+    model_depth: int,
+    train_size: int,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    schedule: str | None = None,
+    warmup_steps: int | None = None,
+    weight_decay: float | None = None,
+    lr_scaling: str | None = None,
+) -> TrainConfig:
+    """The recipe's settings with the user's overrides (None keeps the recipe's value), validated.
+    lr_scaling: how lr follows a batch size other than the recipe's (lr_scaling.py); the outcome is
+    recorded in extra["lr_scaling"]."""
+    check_overrides(
+        name,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        schedule=schedule,
+        warmup_steps=warmup_steps,
+        weight_decay=weight_decay,
+        lr_scaling=lr_scaling,
+    )
+    config = BUILDERS[name](model_depth, train_size)
+    lr, lr_record = scaled_lr(
+        name, config.batch_size, config.lr, batch_size=batch_size, lr=lr, rule=lr_scaling
+    )
+    overrides: dict[str, Any] = {
         key: value
         for key, value in (
             ("batch_size", batch_size),
@@ -168,14 +200,35 @@ def resolve_recipe(
         )
         if value is not None
     }
-    if epochs is not None:
-        # An explicit epoch count replaces the paper's iteration budget.
+    extra = {**config.extra, "lr_scaling": lr_record}
+    steps_per_epoch = max(1, train_size // (batch_size or config.batch_size))
+    if config.max_steps and epochs is None and batch_size is not None:
+        # The paper counts iterations: another batch size keeps the 64k of them.
+        overrides["epochs"] = math.ceil(config.max_steps / steps_per_epoch)
+    if config.max_steps and epochs is not None:
+        # An explicit epoch count replaces the iteration budget; the schedule keeps its shape: the lr
+        # drops at the same fractions of the run (32k/64k = 0.5, 48k/64k = 0.75) and the warm-up
+        # lasts the same fraction of it (400/64k), else a short run would never lower its lr.
+        total = epochs * steps_per_epoch
         overrides.update(epochs=epochs, max_steps=0)
+        overrides.update(
+            milestones=tuple(m / config.max_steps for m in config.milestones), milestones_are_steps=False
+        )
+        if warmup_steps is None and config.warmup_steps > 0:
+            overrides["warmup_steps"] = max(1, round(config.warmup_steps * total / config.max_steps))
+        extra["scaled_to_epochs"] = {
+            "recipe_steps": config.max_steps,
+            "run_steps": total,
+            "recipe_milestones": list(config.milestones),
+            "recipe_warmup_steps": config.warmup_steps,
+        }
+    elif epochs is not None:
+        overrides["epochs"] = epochs
     if schedule is not None and schedule != config.schedule and config.milestones_are_steps:
-        overrides.update(milestones=(0.5, 0.75), milestones_are_steps=False)
-    if name == "paper" and batch_size is not None and epochs is None:
-        overrides["epochs"] = math.ceil(config.max_steps / max(1, train_size // batch_size))
-    config = replace(config, **overrides)
+        overrides.update(
+            milestones=tuple(m / config.max_steps for m in config.milestones), milestones_are_steps=False
+        )
+    config = replace(config, **overrides, extra=extra)
     if config.warmup_steps == -1:
         # Resolve "a quarter of the run" now, so config.json records the number of steps.
         total = config.max_steps or config.epochs * max(1, train_size // config.batch_size)
@@ -189,10 +242,7 @@ class LRSchedule:
     def __init__(self, config: TrainConfig, total_steps: int) -> None:
         self.config = config
         self.total_steps = max(1, total_steps)
-        warmup = config.warmup_steps
-        if warmup == -1:
-            warmup = int(0.25 * self.total_steps) if config.schedule == "onecycle" else 0
-        self.warmup_steps = min(warmup, self.total_steps)
+        self.warmup_steps = min(config.warmup_steps, self.total_steps)  # resolve_recipe resolved -1
         if config.milestones_are_steps:
             self.milestones = tuple(int(m) for m in config.milestones)
         else:
