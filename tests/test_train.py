@@ -202,15 +202,30 @@ def one_thread():
     torch.set_num_threads(saved)
 
 
-def test_train_step_accumulates_on_the_device_without_syncing(one_thread):
+def test_train_step_accumulates_on_the_device_without_syncing(one_thread, monkeypatch):
     model = reslab.create_model("resnet8", in_chans=1, num_classes=10)
     config = resolve_recipe("default", model_depth=8, train_size=64)
     optimizer = recipes.make_optimizer(model, config, torch.device("cpu"))
-    step = step_module.make_train_step(model, optimizer, resolve_precision("fp32", torch.device("cpu")))
+    scheduler = recipes.make_scheduler(optimizer, recipes.LRSchedule(config, 100))
+    step = step_module.make_train_step(
+        model, optimizer, resolve_precision("fp32", torch.device("cpu")), scheduler=scheduler
+    )
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    # Every way a tensor's value reaches Python (on CUDA each one waits for the device) is counted.
+    syncs = []
+    for name in ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(
+            torch.Tensor,
+            name,
+            lambda self, *a, _real=real, _name=name, **k: syncs.append(_name) or _real(self, *a, **k),
+        )
     losses = [step(x, y) for _ in range(5)]
-    assert all(isinstance(loss, torch.Tensor) and not loss.requires_grad for loss in losses)
+    assert syncs == [], syncs
     mean_loss, error, n = step.read()
+    assert syncs == ["tolist"]  # read() is the one host sync
+    monkeypatch.undo()
+    assert all(isinstance(loss, torch.Tensor) and not loss.requires_grad for loss in losses)
     assert n == 80 and 0 <= error <= 1
     assert mean_loss == pytest.approx(float(torch.stack(losses).mean()), rel=1e-5)
     assert losses[-1] < losses[0]

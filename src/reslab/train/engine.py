@@ -26,7 +26,7 @@ from .evaluation import evaluate_split
 from .progress import RunProgress
 from .recipes import LRSchedule, TrainConfig, make_optimizer, make_scheduler
 from .run_dir import write_metrics
-from .step import TrainStep, make_train_step
+from .step import TrainStep
 
 # Host syncs (loss/error read-outs, NaN checks) per epoch, besides the one at its end.
 READS_PER_EPOCH = 4
@@ -126,11 +126,14 @@ class Trainer:
         self.optimizer = make_optimizer(model, config, device)
         self.scheduler = make_scheduler(self.optimizer, self.schedule)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        self.step_fn: TrainStep = make_train_step(
-            self.train_model, self.optimizer, precision, scheduler=self.scheduler, loss_fn=loss_fn
+        self.step_fn = TrainStep(
+            self.train_model,
+            self.optimizer,
+            precision,
+            scheduler=self.scheduler,
+            loss_fn=loss_fn,
+            reduce=self.dist.all_reduce_sum if self.dist.distributed else None,
         )
-        if self.dist.distributed:
-            self.step_fn.reduce = self.dist.all_reduce_sum
         self.state = FitState()
 
     # -- checkpoints -------------------------------------------------------------------------------
