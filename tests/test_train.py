@@ -189,6 +189,7 @@ def test_schedules_rise_and_fall():
         assert max(lrs) == pytest.approx(0.2, rel=1e-2) and lrs[-1] < 0.01 * 0.2
     imagenet = resolve_recipe("imagenet", model_depth=50, train_size=10_000, batch_size=512)
     assert imagenet.lr == pytest.approx(0.2) and imagenet.epochs == 90
+    assert imagenet.extra["lr_scaling"]["applied"] and "augment" not in imagenet.extra  # no false record
     step = LRSchedule(imagenet, 9000)
     assert [step.lr_at(s) for s in (0, 2999, 3000, 6000)] == pytest.approx([0.2, 0.2, 0.02, 0.002])
 

@@ -3,7 +3,8 @@
 default   fast to a strong result on small bundled data (SGD + Nesterov, one-cycle), measured on digits.
 paper     He et al. 2016's CIFAR recipe exactly, counted in iterations: lr 0.1, /10 at 32k and 48k, stop at
           64k, batch 128, momentum 0.9, wd 1e-4; ResNet-110 and deeper warm up at 0.01 for 400 iterations.
-imagenet  the paper's ImageNet recipe: SGD 0.9, wd 1e-4, lr 0.1 per 256 images, /10 every 30 epochs, 90 epochs.
+imagenet  the paper's ImageNet optimiser and schedule: SGD 0.9, wd 1e-4, lr 0.1 per 256 images, /10 every 30
+          epochs, 90 epochs. Not its augmentation: the data's own pad-and-crop + flip applies.
 
 A schedule is a pure function of the iteration (`LRSchedule.lr_at(step)`), so resuming at any step gives the
 same learning rate as the uninterrupted run.
@@ -120,10 +121,9 @@ def _imagenet_recipe(model_depth: int, train_size: int) -> TrainConfig:
         nesterov=False,
         milestones=(30 / 90, 60 / 90),
         gamma=0.1,
-        extra={
-            "lr_per_256_images": 0.1,
-            "augment": "random-resized-crop 224 + flip; eval resize 256, crop 224",
-        },
+        # The optimiser and schedule only: augmentation is the data set's own (pad-and-crop + flip on
+        # the device, recorded in data_info), not the paper's scale augmentation or random-resized-crop.
+        extra={"lr_per_256_images": 0.1},
     )
 
 
