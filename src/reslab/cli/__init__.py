@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from ..errors import DivergedError, ReslabError
+from ..errors import DivergedError, ReslabError, error_line
 
 COMMAND_MODULES = (
     "models_cmd",
@@ -41,11 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code = args.func(args)
-    except ReslabError as exc:
-        print(f"reslab {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except DivergedError as exc:
-        print(f"reslab {args.command}: {exc}", file=sys.stderr)
+    except (ReslabError, DivergedError) as exc:
+        if not getattr(exc, "quiet", False):  # quiet: under DDP another rank already printed this line
+            print(error_line(args.command, exc), file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
         # A file the user named cannot be read or written: their environment, not our bug.

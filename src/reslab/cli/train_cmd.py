@@ -103,7 +103,6 @@ def run_train(args: argparse.Namespace) -> int:
 
         return launch(args.nproc, worker_argv(args, args._parser))
 
-    from ..errors import DivergedError, ReslabError
     from ..train.api import train
 
     try:
@@ -131,10 +130,6 @@ def run_train(args: argparse.Namespace) -> int:
             lr_scaling=args.lr_scaling,
             console=console(),
         )
-    except (ReslabError, DivergedError) as exc:
-        if getattr(exc, "quiet", False):
-            return exc.exit_code  # under DDP: another rank printed this very line
-        raise
     except KeyboardInterrupt:
         if os.environ.get("RANK", "0") != "0":
             return 130  # every rank got the signal; rank 0 says so

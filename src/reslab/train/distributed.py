@@ -15,8 +15,10 @@ rank ends its process, and torchrun's agent then stops the others.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import pickle
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -26,7 +28,10 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data import Split
-from ..errors import ReslabError
+from ..errors import DivergedError, ReslabError, error_line
+
+# How long ranks that stop on an error wait for each other before exiting (see _report_then_part).
+PARTING_TIMEOUT_S = 10
 
 T = TypeVar("T")
 
@@ -214,10 +219,26 @@ def session() -> Iterator[DistContext]:
     if "nccl" in backend:
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend)
+    ctx = DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend)
     try:
-        yield DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend)
+        yield ctx
+    except (ReslabError, DivergedError) as exc:
+        _report_then_part(ctx, exc)
+        raise
     finally:
         dist.destroy_process_group()
+
+
+def _report_then_part(ctx: DistContext, exc: BaseException) -> None:
+    """torchrun's agent stops every worker as soon as one exits with an error, so a rank that reports an
+    error every rank shares must print it before any rank leaves: the reporting rank prints here (and marks
+    the error quiet so the CLI does not print it again), then all ranks meet once more before exiting.
+    A rank whose peers never arrive (an error only it had) gives up after a few seconds."""
+    if not getattr(exc, "quiet", False):
+        print(error_line("train", exc), file=sys.stderr, flush=True)
+        mark_quiet(exc)
+    with contextlib.suppress(Exception):  # a peer that already died: nothing left to wait for
+        dist.monitored_barrier(timeout=datetime.timedelta(seconds=PARTING_TIMEOUT_S), wait_all_ranks=True)
 
 
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
