@@ -115,6 +115,24 @@ class InferenceInfo:
         return dict(self.__dict__)
 
 
+class _ConvertThenRun(nn.Module):
+    """The compiled graph: input dtype/layout conversion, the model and the fp32 cast in one graph,
+    so inductor fuses the conversion into the first convolution's input packing (measured ~5-10%
+    faster on resnet50 bf16 than converting eagerly before the call)."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype, channels_last: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.channels_last = channels_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x).float()
+
+
 class InferenceModel(nn.Module):
     """fp32 NCHW images in, fp32 logits out; runs the prepared (and possibly compiled) model."""
 
@@ -150,7 +168,7 @@ class InferenceModel(nn.Module):
             n = chunk.shape[0]
             if n < size:
                 pad = chunk.new_zeros((size - n, *chunk.shape[1:]))
-                chunk = torch.cat([chunk, pad]).contiguous(memory_format=chunk_format(self.info))
+                chunk = torch.cat([chunk, pad])
             # Compilation happens lazily, inside a call (and again for a new image size), so the
             # freezing flag is patched around each call; options={"freezing": True} is not honoured.
             with torch._inductor.config.patch(freezing=True):
@@ -159,17 +177,16 @@ class InferenceModel(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._prepare_input(x)
         if self.__dict__["_compiled"] is not None and x.shape[0] > 0:
-            out = self._run_compiled(x)
-        else:
-            out = self.model(x)
-        return out.float()
+            # The compiled graph converts dtype and layout itself (_ConvertThenRun).
+            return self._run_compiled(x.to(self.device, non_blocking=True).contiguous()).float()
+        return self.model(self._prepare_input(x)).float()
 
     def enable_compile(self, example: torch.Tensor) -> None:
         """Compile with inductor freezing and run `example` once; on any failure stay eager."""
         try:
-            compiled = torch.compile(self.model, dynamic=False)
+            graph = _ConvertThenRun(self.model, self.dtype, self.info.channels_last)
+            compiled = torch.compile(graph, dynamic=False)
             self.__dict__["_compiled"] = compiled
             self.info.compiled = True
             self(example)
@@ -182,10 +199,6 @@ class InferenceModel(nn.Module):
             warnings.warn(
                 f"torch.compile failed, using the eager fast path: {self.info.fallback_reason}", stacklevel=2
             )
-
-
-def chunk_format(info: InferenceInfo) -> torch.memory_format:
-    return torch.channels_last if info.channels_last else torch.contiguous_format
 
 
 def optimize_for_inference(
