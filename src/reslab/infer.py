@@ -117,8 +117,8 @@ class InferenceInfo:
 
 class _ConvertThenRun(nn.Module):
     """The compiled graph: input dtype/layout conversion, the model and the fp32 cast in one graph,
-    so inductor fuses the conversion into the first convolution's input packing (measured ~5-10%
-    faster on resnet50 bf16 than converting eagerly before the call)."""
+    so inductor fuses the conversion with the first kernels (measured 6-21% faster, three one-process
+    comparisons on resnet50 bf16 batch 16, than converting eagerly before the call)."""
 
     def __init__(self, model: nn.Module, dtype: torch.dtype, channels_last: bool) -> None:
         super().__init__()
