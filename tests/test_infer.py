@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import torch
+from digits_model import train_tiny_resnet
 from torch import nn
 
 from reslab import create_model
@@ -46,26 +47,10 @@ def digits():
 @pytest.fixture(scope="module")
 def trained(digits):
     """A resnet8 trained for a few seconds on digits: real weights and real BN statistics."""
-    torch.manual_seed(0)
-    model = create_model("resnet8", in_chans=1, num_classes=10)
+    model = train_tiny_resnet(digits, epochs=4, weight_decay=1e-4)
     mean = torch.tensor(digits.mean).view(1, -1, 1, 1)
     std = torch.tensor(digits.std).view(1, -1, 1, 1)
-    x = normalise(digits.train.images, mean, std)
-    y = digits.train.labels
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    model.train()
-    gen = torch.Generator().manual_seed(0)
-    # One thread: on 8x8 images a second OpenMP thread buys little and costs a lot on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    for _ in range(4):
-        for idx in torch.randperm(len(y), generator=gen).split(128):
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    torch.set_num_threads(threads)
-    return model.eval(), normalise(digits.test.images, mean, std), digits.test.labels
+    return model, normalise(digits.test.images, mean, std), digits.test.labels
 
 
 @pytest.mark.parametrize("order", ORDERS)

@@ -3,13 +3,11 @@
 import json
 
 import pytest
-import torch
+from digits_model import train_tiny_resnet
 from PIL import Image
-from torch import nn
 
-from reslab import create_model
 from reslab.cli import main
-from reslab.data import load_data, normalise
+from reslab.data import load_data
 from reslab.train.api import evaluate
 from reslab.train.checkpoint import model_payload, save_checkpoint
 
@@ -18,25 +16,9 @@ from reslab.train.checkpoint import model_payload, save_checkpoint
 def checkpoint(tmp_path_factory):
     """resnet8 trained for a few seconds on digits, saved as reslab checkpoints do."""
     bundle = load_data("digits")
-    torch.manual_seed(0)
-    model = create_model("resnet8", in_chans=1, num_classes=10)
-    mean = torch.tensor(bundle.mean).view(1, -1, 1, 1)
-    std = torch.tensor(bundle.std).view(1, -1, 1, 1)
-    x, y = normalise(bundle.train.images, mean, std), bundle.train.labels
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    gen = torch.Generator().manual_seed(0)
-    # One thread: on 8x8 images a second OpenMP thread buys little and costs a lot on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    for _ in range(3):
-        for idx in torch.randperm(len(y), generator=gen).split(128):
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    torch.set_num_threads(threads)
+    model = train_tiny_resnet(bundle, epochs=3)
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    save_checkpoint(path, {**model_payload(model.eval()), "data": bundle.info()})
+    save_checkpoint(path, {**model_payload(model), "data": bundle.info()})
     return path, bundle
 
 
