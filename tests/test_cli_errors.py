@@ -42,6 +42,8 @@ def fails(capsys, argv: list[str], code: int = 2) -> str:
         (["--batch-size", "-8"], "--batch-size"),
         (["--precision", "fp16", "--device", "cpu"], "fp16"),
         (["--lr", "-1"], "--lr"),
+        (["--label-smoothing", "1.0"], "--label-smoothing"),
+        (["--random-erase", "1.5"], "--random-erase"),
     ],
 )
 def test_train_rejects_bad_settings(capsys, tmp_path, flags, words):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reslab.data import DeviceBatches, Split
-from reslab.data.batches import random_crop
+from reslab.data.batches import ERASE_SCALE, random_crop, random_erase
 
 MEAN = (0.25, 0.5, 0.75)
 STD = (0.5, 0.25, 0.125)
@@ -133,3 +133,44 @@ def test_channels_last_and_batch_size_check() -> None:
     assert x.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError):
         DeviceBatches(_split(n=4), 0, MEAN, STD)
+
+
+def test_random_erase_zeroes_one_rectangle_in_the_chosen_images() -> None:
+    n, size = 400, 16
+    x = torch.randn(n, 3, size, size).abs_().add_(1)  # never 0, so erased pixels are recognisable
+    out = random_erase(x, 0.5, torch.Generator().manual_seed(0))
+    erased = out == 0
+    assert torch.equal(out[~erased], x[~erased])
+    # The same rectangle in every channel.
+    assert torch.equal(erased, erased[:, :1].expand_as(erased))
+    hit = erased[:, 0].flatten(1).any(1)
+    assert 0.4 < hit.float().mean() < 0.6
+    for mask in erased[hit, 0]:
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        # A solid rectangle: its bounding box is completely erased.
+        assert mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()
+        assert int(mask.sum()) == len(rows) * len(cols)
+        area = len(rows) * len(cols) / size**2
+        # Rounding the sides and clipping to the image move the area a little off torchvision's range.
+        assert ERASE_SCALE[0] / 2 <= area <= ERASE_SCALE[1] * 1.5
+    assert random_erase(x, 0.0, None) is x
+    assert (random_erase(x, 1.0, torch.Generator().manual_seed(3)) == 0).flatten(1).any(1).all()
+
+
+def test_random_erase_in_batches_is_seeded_and_split_across_ranks_like_one_process() -> None:
+    split = _split(n=48, size=8)
+    common = dict(shuffle=True, augment=True, pad=1, erase=0.7)
+
+    def batches(rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(5)
+        it = DeviceBatches(
+            split, 12, MEAN, STD, generator=generator, rank=rank, world_size=world_size, **common
+        )
+        return [x for x, _ in it]
+
+    one = batches()
+    assert torch.equal(torch.cat(one), torch.cat(batches()))
+    assert any((x == 0).all(1).any() for x in one)  # something was erased
+    shards = [batches(rank, 2) for rank in range(2)]
+    for i, full in enumerate(one):
+        assert torch.equal(torch.cat([shards[0][i], shards[1][i]]), full)

@@ -43,10 +43,19 @@ def test_short_run_learns_and_writes_the_run_directory(tmp_path):
     assert config["precision"] == {"precision": "fp32", "channels_last": False}
     assert config["train"]["epochs"] == 3 and config["train"]["batch_size"] == 32
     assert config["model_config"]["in_chans"] == 1 and config["model_config"]["num_classes"] == 10
+    assert config["train"]["label_smoothing"] == 0.0 and config["train"]["random_erase"] == 0.0
     # The test set is evaluated with the best-on-validation weights, which best.pt holds.
     best = load_checkpoint(run / "best.pt")
     assert test["best_epoch"] == best["epoch"]
     assert best["best_val_error"] == min(r["val_error"] for r in rows)
+
+
+def test_label_smoothing_and_random_erase_are_recorded_and_train(tmp_path):
+    reslab.train(epochs=1, lr=0.1, label_smoothing=0.1, random_erase=0.5, out=tmp_path / "run", **TINY)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train"]["label_smoothing"] == 0.1 and config["train"]["random_erase"] == 0.5
+    rows = read_metrics(tmp_path / "run")
+    assert math.isfinite(rows[0]["train_loss"]) and rows[0]["val_error"] < 0.9
 
 
 class Interrupt(Exception):

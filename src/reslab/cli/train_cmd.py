@@ -80,6 +80,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="how lr follows a --batch-size that differs from the recipe's: none (keep lr) or linear "
         "(lr x batch / recipe batch); default linear for the imagenet recipe, else none",
     )
+    p.add_argument(
+        "--label-smoothing",
+        type=float,
+        metavar="EPS",
+        help="cross-entropy label smoothing in [0, 1) (default 0)",
+    )
+    p.add_argument(
+        "--random-erase",
+        type=float,
+        metavar="P",
+        help="probability of erasing one random rectangle of each training image, on the device "
+        "(Zhong et al. 2017; torchvision's scale/ratio; default 0)",
+    )
     p.set_defaults(func=run_train, _parser=p)
 
 
@@ -128,6 +141,8 @@ def run_train(args: argparse.Namespace) -> int:
             threads=args.threads,
             sync_bn=args.sync_bn,
             lr_scaling=args.lr_scaling,
+            label_smoothing=args.label_smoothing,
+            random_erase=args.random_erase,
             console=console(),
         )
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -48,11 +49,56 @@ def random_flip(
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
 
 
+# torchvision.transforms.RandomErasing's defaults (Zhong et al. 2017): the erased area is 2-33% of the
+# image, its aspect ratio log-uniform in [0.3, 3.3].
+ERASE_SCALE = (0.02, 0.33)
+ERASE_RATIO = (0.3, 3.3)
+
+
+def random_erase(
+    x: torch.Tensor,
+    probability: float,
+    generator: torch.Generator | None,
+    part: tuple[int, int, int] | None = None,
+) -> torch.Tensor:
+    """Random erasing on a normalised batch: with `probability`, one rectangle per image is set to 0 (the
+    data set's mean colour). Unlike torchvision's retry loop, a rectangle that would overhang the image is
+    clipped to it, so the whole batch is drawn in one go. `part` as in random_crop."""
+    if probability <= 0:
+        return x
+    n, _, h, w = x.shape
+    lo, hi, drawn = part if part is not None else (0, n, n)
+    device = x.device
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return torch.rand(drawn, device=device, generator=generator)[lo:hi] * (high - low) + low
+
+    apply = uniform(0.0, 1.0) < probability
+    area = uniform(*ERASE_SCALE) * (h * w)
+    ratio = torch.exp(uniform(math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1])))
+    eh = (area * ratio).sqrt().round().clamp(1, h)
+    ew = (area / ratio).sqrt().round().clamp(1, w)
+    top = (uniform(0.0, 1.0) * (h - eh + 1)).floor()
+    left = (uniform(0.0, 1.0) * (w - ew + 1)).floor()
+    rows = torch.arange(h, device=device).view(1, h, 1)
+    cols = torch.arange(w, device=device).view(1, 1, w)
+    inside = (
+        (rows >= top.view(-1, 1, 1))
+        & (rows < (top + eh).view(-1, 1, 1))
+        & (cols >= left.view(-1, 1, 1))
+        & (cols < (left + ew).view(-1, 1, 1))
+        & apply.view(-1, 1, 1)
+    )
+    return x.masked_fill(inside.unsqueeze(1), 0.0)
+
+
 class DeviceBatches:
     """Iterate over a Split that already lives on the device, in (augmented) normalised batches.
 
     shuffle/augment use `generator` (on the split's device), so a seeded run is repeatable and its
     state can be checkpointed. Labels stay int64 on the device; nothing synchronises with the host.
+    augment: pad-and-crop by `pad`, a horizontal flip where `allow_flip`, and random erasing with
+    probability `erase` (0 = off).
 
     rank/world_size (distributed training): `batch_size` stays the GLOBAL batch. Every rank draws the same
     permutation and the same augmentation numbers for each global batch (same seed, same generator) and
@@ -71,6 +117,7 @@ class DeviceBatches:
         augment: bool = False,
         pad: int = 0,
         allow_flip: bool = False,
+        erase: float = 0.0,
         drop_last: bool = False,
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
@@ -90,6 +137,7 @@ class DeviceBatches:
         self.augment = augment
         self.pad = pad
         self.allow_flip = allow_flip
+        self.erase = erase
         self.drop_last = drop_last
         self.generator = generator
         self.dtype = dtype
@@ -129,6 +177,8 @@ class DeviceBatches:
                 if self.allow_flip:
                     images = random_flip(images, self.generator, part)
             x = normalise(images, self.mean, self.std, self.dtype)
+            if self.augment and self.erase > 0:
+                x = random_erase(x, self.erase, self.generator, part)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.split.labels[idx]

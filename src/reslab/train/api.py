@@ -53,6 +53,8 @@ RUN_SETTINGS = {
     "weights": "--weights",
     "sync_bn": "--sync-bn",
     "lr_scaling": "--lr-scaling",
+    "label_smoothing": "--label-smoothing",
+    "random_erase": "--random-erase",
 }
 
 
@@ -126,6 +128,8 @@ def train(
     threads: int | None = None,
     sync_bn: bool = False,
     lr_scaling: str | None = None,
+    label_smoothing: float | None = None,
+    random_erase: float | None = None,
     console: Console | None = None,
 ) -> RunResult:
     """Train `model` (None: resnet20) on `data` (None: digits); write the run directory; evaluate the test
@@ -135,7 +139,9 @@ def train(
     threads: CPU threads for this run (None: 1 for images of at most 16x16 pixels, else torch's default).
     Under torchrun (RANK/WORLD_SIZE set) it trains with DistributedDataParallel: batch_size is the global
     batch, sync_bn makes BN statistics span it, lr_scaling ("none"/"linear") says how lr follows a changed
-    global batch; only rank 0 writes the run directory and prints."""
+    global batch; only rank 0 writes the run directory and prints. label_smoothing (cross-entropy's) and
+    random_erase (the probability of erasing a random rectangle of each training image) default to the
+    recipe's, 0 for every recipe."""
     if console is None:
         # Never wrap or truncate when the output goes to a file (the same rule as the CLI's console).
         console = Console(width=None if sys.stdout.isatty() else 200)
@@ -187,6 +193,8 @@ def _train(
     threads: int | None,
     sync_bn: bool,
     lr_scaling: str | None,
+    label_smoothing: float | None,
+    random_erase: float | None,
     console: Console,
     dist_ctx: DistContext,
 ) -> RunResult:
@@ -220,6 +228,8 @@ def _train(
             warmup_steps=warmup_steps,
             weight_decay=weight_decay,
             lr_scaling=lr_scaling,
+            label_smoothing=label_smoothing,
+            random_erase=random_erase,
         )
         check_overrides(recipe, **overrides)
         if out is not None and Path(out).exists() and not Path(out).is_dir():

@@ -54,6 +54,7 @@ def make_batches(
     generator: torch.Generator,
     rank: int = 0,
     world_size: int = 1,
+    random_erase: float = 0.0,
 ) -> DeviceBatches:
     """batch_size is the global batch; with world_size > 1 each rank gets its slice of every batch."""
     return DeviceBatches(
@@ -65,6 +66,7 @@ def make_batches(
         augment=True,
         pad=bundle.pad,
         allow_flip=bundle.allow_flip,
+        erase=random_erase,
         drop_last=len(bundle.train) >= batch_size,
         generator=generator,
         channels_last=precision.channels_last,
@@ -117,7 +119,13 @@ class Trainer:
         self.run_config = run_config
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.batches = make_batches(
-            bundle, config.batch_size, precision, self.generator, self.dist.rank, self.dist.world_size
+            bundle,
+            config.batch_size,
+            precision,
+            self.generator,
+            self.dist.rank,
+            self.dist.world_size,
+            random_erase=config.random_erase,
         )
         self.steps_per_epoch = len(self.batches)
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch

@@ -49,6 +49,8 @@ class TrainConfig:
     # Stop after this many iterations (the paper counts iterations, not epochs); 0 = epochs * steps/epoch.
     max_steps: int = 0
     label_smoothing: float = 0.0
+    # Random erasing probability per training image (0 = off); see data/batches.py random_erase.
+    random_erase: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,7 +62,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         data = dict(data)
         data["milestones"] = tuple(data.get("milestones", ()))
-        return cls(**data)
+        return cls(**data)  # runs saved before random_erase existed get its default, 0
 
 
 def _default_recipe(model_depth: int, train_size: int) -> TrainConfig:
@@ -140,6 +142,8 @@ def check_overrides(
     warmup_steps: int | None = None,
     weight_decay: float | None = None,
     lr_scaling: str | None = None,
+    label_smoothing: float | None = None,
+    random_erase: float | None = None,
 ) -> None:
     """A one-line ReslabError for an unknown recipe or an impossible override (before any data is read)."""
     if name not in BUILDERS:
@@ -154,6 +158,10 @@ def check_overrides(
         raise ReslabError(f"--weight-decay must be zero or positive, got {weight_decay}")
     if warmup_steps is not None and warmup_steps < 0:
         raise ReslabError(f"--warmup-steps must be zero or positive, got {warmup_steps}")
+    if label_smoothing is not None and not 0 <= label_smoothing < 1:
+        raise ReslabError(f"--label-smoothing must be in [0, 1), got {label_smoothing}")
+    if random_erase is not None and not 0 <= random_erase <= 1:
+        raise ReslabError(f"--random-erase must be a probability in [0, 1], got {random_erase}")
     if schedule is not None and schedule not in SCHEDULES:
         raise ReslabError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     check_rule(lr_scaling)
@@ -171,6 +179,8 @@ def resolve_recipe(
     warmup_steps: int | None = None,
     weight_decay: float | None = None,
     lr_scaling: str | None = None,
+    label_smoothing: float | None = None,
+    random_erase: float | None = None,
 ) -> TrainConfig:
     """The recipe's settings with the user's overrides (None keeps the recipe's value), validated.
     lr_scaling: how lr follows a batch size other than the recipe's (lr_scaling.py); the outcome is
@@ -184,6 +194,8 @@ def resolve_recipe(
         warmup_steps=warmup_steps,
         weight_decay=weight_decay,
         lr_scaling=lr_scaling,
+        label_smoothing=label_smoothing,
+        random_erase=random_erase,
     )
     config = BUILDERS[name](model_depth, train_size)
     lr, lr_record = scaled_lr(
@@ -197,6 +209,8 @@ def resolve_recipe(
             ("schedule", schedule),
             ("warmup_steps", warmup_steps),
             ("weight_decay", weight_decay),
+            ("label_smoothing", label_smoothing),
+            ("random_erase", random_erase),
         )
         if value is not None
     }
