@@ -20,7 +20,7 @@
 # time is left at the end), tta.jsonl (one row per preset), tta.log (the TTA runs' output, prefixed).
 set -uo pipefail # no -e: a failing step is information, not the end
 
-PRESETS95=${PRESETS95:-"fast93s wide95"} # time_to_accuracy.py presets run in parallel in step d (placeholder)
+PRESETS95=${PRESETS95:-"fast93s wide95 wide95m wide95n"} # time_to_accuracy.py presets run in parallel in step d
 TTA_TARGET=0.95
 TTA_LIMIT_S=330
 
@@ -41,7 +41,7 @@ if [[ $DRY == 1 ]]; then
   TTA_EXTRA=(--epochs 1 --threads 1)
   SUITE=(tests/test_summary.py)
 else
-  DEADLINE_S=${DEADLINE_S:-505}
+  DEADLINE_S=${DEADLINE_S:-540}
   DEV=cuda
   BENCH_R50=(--model resnet50)
   BENCH_R20=(--model resnet20)
@@ -127,9 +127,9 @@ main() {
   ls -l .fmnist 2>&1 | sed 's/^/  .fmnist: /'
 
   # -- c: speed, alone on the GPU -------------------------------------------------------------------
-  run_step bench-infer-resnet50-b16 100 - "$PY" -m reslab benchmark "${BENCH_R50[@]}" --mode infer \
+  run_step bench-infer-resnet50-b16 90 - "$PY" -m reslab benchmark "${BENCH_R50[@]}" --mode infer \
     --batch-size 16 --device "$DEV" "${BENCH_ITERS[@]}" --json --save "$OUT/bench_infer_resnet50_b16.json"
-  run_step bench-train-resnet20-b128 100 - "$PY" -m reslab benchmark "${BENCH_R20[@]}" --mode train \
+  run_step bench-train-resnet20-b128 90 - "$PY" -m reslab benchmark "${BENCH_R20[@]}" --mode train \
     --batch-size 128 --device "$DEV" "${BENCH_ITERS[@]}" --json --save "$OUT/bench_train_resnet20_b128.json"
 
   # -- d: time to accuracy, in the background, in parallel ------------------------------------------
