@@ -115,7 +115,7 @@ def _step_state(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str,
 
 def _grads_worker(rank: int, port: int, out: str, sync_bn: bool) -> None:
     _env(rank, port)
-    with session() as ctx:
+    with session("cpu") as ctx:
         torch.manual_seed(0)
         model = reslab.create_model("resnet8", in_chans=1, num_classes=10)
         if sync_bn:
@@ -152,7 +152,7 @@ def test_ddp_with_sync_bn_computes_the_one_process_gradients_and_plain_bn_does_n
 def _gate_worker(rank: int, port: int, out: str) -> None:
     _env(rank, port)
     seen: dict[str, object] = {}
-    with session() as ctx:
+    with session("cpu") as ctx:
         ctx.begin_setup()
         try:
             if rank == 1:

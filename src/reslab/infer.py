@@ -9,8 +9,10 @@ batch size) and returns fp32 logits, computed the fast way the hardware allows:
 - channels_last and the weights in bf16 (CPUs with AMX/AVX512-BF16, CUDA) or fp16 (CUDA on request),
   per `reslab.precision.resolve_precision`.
 - torch.compile with inductor freezing (weights become constants, so convolutions get pre-packed
-  oneDNN/cuDNN kernels) when the workload pays for the compile time; otherwise, or when compile is
-  unavailable or fails, the eager path (folded + channels_last + bf16) serves the same results.
+  oneDNN/cuDNN kernels) when the workload pays for the compile time; on CUDA also CUDA graphs
+  (mode "reduce-overhead"). Otherwise, or when compile is unavailable or fails, the eager path
+  (folded + channels_last + bf16) serves the same results.
+- precision "fp32" is true fp32 on CUDA too (cuDNN's default TF32 is switched off inside).
 
 Compile rule (`compile="auto"`): compile only when the expected workload, `workload` images times
 2 x MACs per image, is at least COMPILE_MIN_FLOP[device] (CPU: 10 TFLOP, about 20 s of eager bf16
@@ -24,6 +26,7 @@ short runs with no recompilation.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from collections.abc import Callable
@@ -36,7 +39,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from .errors import ReslabError
 from .models.resnet import ResNet
 from .models.units import ResidualUnit
-from .precision import Precision, resolve_precision
+from .precision import Precision, resolve_precision, strict_fp32
 
 COMPILE_MIN_FLOP = {"cpu": 1e13, "cuda": 1e15}
 
@@ -172,21 +175,26 @@ class InferenceModel(nn.Module):
             # Compilation happens lazily, inside a call (and again for a new image size), so the
             # freezing flag is patched around each call; options={"freezing": True} is not honoured.
             with torch._inductor.config.patch(freezing=True):
-                outputs.append(compiled(chunk)[:n])
+                # clone: on CUDA the output lives in the CUDA graph's memory, which the next call reuses.
+                outputs.append(compiled(chunk)[:n].clone())
         return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.__dict__["_compiled"] is not None and x.shape[0] > 0:
-            # The compiled graph converts dtype and layout itself (_ConvertThenRun).
-            return self._run_compiled(x.to(self.device, non_blocking=True).contiguous()).float()
-        return self.model(self._prepare_input(x)).float()
+        with strict_fp32(self.device.type) if self.dtype == torch.float32 else contextlib.nullcontext():
+            if self.__dict__["_compiled"] is not None and x.shape[0] > 0:
+                # The compiled graph converts dtype and layout itself (_ConvertThenRun).
+                return self._run_compiled(x.to(self.device, non_blocking=True).contiguous()).float()
+            return self.model(self._prepare_input(x)).float()
 
     def enable_compile(self, example: torch.Tensor) -> None:
         """Compile with inductor freezing and run `example` once; on any failure stay eager."""
         try:
             graph = _ConvertThenRun(self.model, self.dtype, self.info.channels_last)
-            compiled = torch.compile(graph, dynamic=False)
+            # On CUDA, CUDA graphs ("reduce-overhead") replay the whole forward in one launch: at small
+            # batches the GPU otherwise waits on the CPU launching each kernel.
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            compiled = torch.compile(graph, dynamic=False, mode=mode)
             self.__dict__["_compiled"] = compiled
             self.info.compiled = True
             self(example)

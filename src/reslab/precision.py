@@ -39,6 +39,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def strict_fp32(device_type: str) -> contextlib.AbstractContextManager:
+    """On CUDA, PyTorch lets cuDNN convolutions round their inputs to TF32 by default; reslab's "fp32"
+    means fp32 (it is the reference the fast paths are checked against), so TF32 is off inside."""
+    if device_type != "cuda":
+        return contextlib.nullcontext()
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(
+        enabled=cudnn.enabled,
+        benchmark=cudnn.benchmark,
+        deterministic=cudnn.deterministic,
+        allow_tf32=False,
+    )
+
+
 @dataclass(frozen=True)
 class Precision:
     """name: fp32 | bf16 | fp16. dtype: the autocast dtype (None for fp32). channels_last: NHWC layout."""
@@ -49,8 +63,9 @@ class Precision:
     channels_last: bool
 
     def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16/fp16: torch.autocast. fp32: true fp32, also on CUDA (see strict_fp32)."""
         if self.dtype is None:
-            return contextlib.nullcontext()
+            return strict_fp32(self.device_type)
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
     def to_dict(self) -> dict[str, object]:

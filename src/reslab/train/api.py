@@ -147,7 +147,7 @@ def train(
         console = Console(width=None if sys.stdout.isatty() else 200)
     saved_threads = torch.get_num_threads()
     try:
-        with session() as dist_ctx:
+        with session(device) as dist_ctx:
             try:
                 return _train(**{k: v for k, v in locals().items() if k not in ("saved_threads",)})
             except BaseException as exc:

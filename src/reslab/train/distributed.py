@@ -192,17 +192,21 @@ def launched_by_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
-def _backend() -> str:
+def _backend(device: str | None) -> str:
     # One group serves both: CPU tensors (the setup gate, CPU runs) over gloo, CUDA tensors over nccl.
-    if torch.cuda.is_available() and dist.is_nccl_available():
+    # A run asked to train on the CPU never touches CUDA, even on a GPU machine (a forked worker could
+    # not initialise it, and ranks beyond the GPU count have no device to bind).
+    wants_cuda = device in (None, "auto") or device.startswith("cuda")
+    if wants_cuda and torch.cuda.is_available() and dist.is_nccl_available():
         return "cpu:gloo,cuda:nccl"
     return "gloo"
 
 
 @contextlib.contextmanager
-def session() -> Iterator[DistContext]:
+def session(device: str | None = None) -> Iterator[DistContext]:
     """The context of this process; joins (and finally leaves) the process group under torchrun.
-    A group the caller already initialised is used as it is and left alone."""
+    A group the caller already initialised is used as it is and left alone. device: the run's requested
+    device ("cpu", "cuda", "auto"/None), which decides whether the group includes nccl."""
     if dist.is_available() and dist.is_initialized():
         yield DistContext(
             dist.get_rank(),
@@ -215,8 +219,8 @@ def session() -> Iterator[DistContext]:
         yield DistContext()
         return
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    backend = _backend()
-    if "nccl" in backend:
+    backend = _backend(device)
+    if "nccl" in backend and local_rank < torch.cuda.device_count():
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend)
     ctx = DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend)
