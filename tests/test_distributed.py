@@ -131,7 +131,10 @@ def _fork(fn, *args) -> None:  # noqa: ANN001
     # DistributedDataParallel's constructor imports torch._dynamo (seconds): once here, not in each child.
     import torch._dynamo  # noqa: F401
 
-    mp.start_processes(fn, args=(_free_port(), *args), nprocs=2, start_method="fork")
+    # fork is fast, but a process whose autograd already ran on CUDA (test_cuda.py first, on a GPU
+    # machine) has autograd device threads that a forked child cannot use: spawn there.
+    method = "spawn" if torch.cuda.is_initialized() else "fork"
+    mp.start_processes(fn, args=(_free_port(), *args), nprocs=2, start_method=method)
 
 
 def test_ddp_with_sync_bn_computes_the_one_process_gradients_and_plain_bn_does_not(tmp_path) -> None:
