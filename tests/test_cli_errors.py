@@ -76,7 +76,14 @@ def test_resume_refuses_settings_it_would_ignore_and_checkpoints_other_than_last
         capsys, ["train", "--resume", str(run), "--epochs", "5", "--lr", "0.3", "--quiet", "--threads", "1"]
     )
     assert "drop --epochs, --lr (" in err and "--quiet" not in err and "--threads" not in err
-    for flags in (["--model", "resnet20"], ["--data", "digits"], ["--seed", "0"], ["--precision", "fp32"]):
+    for flags in (
+        ["--model", "resnet20"],
+        ["--data", "digits"],
+        ["--seed", "0"],
+        ["--precision", "fp32"],
+        ["--random-erase", "0.5"],
+        ["--label-smoothing", "0.1"],
+    ):
         assert f"drop {flags[0]} (" in fails(capsys, ["train", "--resume", str(run), *flags])
     err = fails(capsys, ["train", "--resume", str(checkpoint)])
     assert "best.pt would rewind the run" in err and "last.pt" in err

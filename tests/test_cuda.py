@@ -24,10 +24,9 @@ significant bits (3 more than bf16, so ~8x less rounding error per operation): F
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -50,6 +49,7 @@ from reslab.data.idx import FASHION_MNIST_DIR
 from reslab.export import FORMATS
 from reslab.export import formats as export_formats
 from reslab.infer import compare_logits, optimize_for_inference
+from reslab.precision import strict_fp32
 from reslab.train.checkpoint import load_checkpoint, model_from_checkpoint
 from reslab.train.distributed import convert_sync_batchnorm, session, wrap_ddp
 from reslab.train.engine import steps_per_epoch
@@ -61,20 +61,9 @@ FP16_TOLERANCE = 1e-2
 CUDA = {"device": "cuda", "quiet": True}
 
 
-@contextlib.contextmanager
-def exact_fp32() -> Iterator[None]:
-    """fp32 convolutions and matmuls computed in fp32, not TF32 (cuDNN's default allows TF32)."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 def _eager_fp32(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     def run(x: torch.Tensor) -> torch.Tensor:
-        with exact_fp32():
+        with strict_fp32("cuda"):
             return model(x.cuda())
 
     return run
@@ -172,8 +161,10 @@ def test_fp32_fast_path_matches_eager_tightly(trained):
     model, images, _ = trained
     fast = optimize_for_inference(model, images[:64].cuda(), precision="fp32")
     assert fast.info.precision == "fp32" and not fast.info.channels_last
-    with exact_fp32():
-        result = compare_logits(_eager_fp32(model), fast, images)
+    tf32 = torch.backends.cudnn.allow_tf32  # PyTorch's default: True
+    # No TF32 switch here: the fast model's own fp32 must be strict (the reference's is, by strict_fp32).
+    result = compare_logits(_eager_fp32(model), fast, images)
+    assert torch.backends.cudnn.allow_tf32 == tf32
     assert result["max_relative_logit_error"] <= 1e-4 and result["top1_agreement"] == 1.0
 
 
@@ -266,7 +257,7 @@ def _cuda_grads_worker(rank: int, port: int, out: str, sync_bn: bool) -> None:
     torch.cuda.set_device(device)
     dist.init_process_group("gloo")  # both ranks share the one GPU, which nccl refuses
     try:
-        with session() as ctx, exact_fp32():  # session() uses the group given to it
+        with session() as ctx, strict_fp32("cuda"):  # session() uses the group given to it
             torch.manual_seed(0)
             model = reslab.create_model("resnet8", in_chans=1, num_classes=10).to(device)
             if sync_bn:
@@ -283,7 +274,7 @@ def _cuda_grads_worker(rank: int, port: int, out: str, sync_bn: bool) -> None:
 
 def test_sync_batchnorm_over_two_ranks_computes_the_one_process_gradients(tmp_path):
     torch.manual_seed(0)
-    with exact_fp32():
+    with strict_fp32("cuda"):
         model = reslab.create_model("resnet8", in_chans=1, num_classes=10).cuda()
         single = {k: v.cpu() for k, v in _step_state(model, *(t.cuda() for t in _batch())).items()}
     differences = {}

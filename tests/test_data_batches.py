@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reslab.data import DeviceBatches, Split
-from reslab.data.batches import ERASE_SCALE, random_crop, random_erase
+from reslab.data.batches import ERASE_SCALE, erase_random_rectangles, random_crop
 
 MEAN = (0.25, 0.5, 0.75)
 STD = (0.5, 0.25, 0.125)
@@ -138,7 +138,7 @@ def test_channels_last_and_batch_size_check() -> None:
 def test_random_erase_zeroes_one_rectangle_in_the_chosen_images() -> None:
     n, size = 400, 16
     x = torch.randn(n, 3, size, size).abs_().add_(1)  # never 0, so erased pixels are recognisable
-    out = random_erase(x, 0.5, torch.Generator().manual_seed(0))
+    out = erase_random_rectangles(x, 0.5, torch.Generator().manual_seed(0))
     erased = out == 0
     assert torch.equal(out[~erased], x[~erased])
     # The same rectangle in every channel.
@@ -153,13 +153,18 @@ def test_random_erase_zeroes_one_rectangle_in_the_chosen_images() -> None:
         area = len(rows) * len(cols) / size**2
         # Rounding the sides and clipping to the image move the area a little off torchvision's range.
         assert ERASE_SCALE[0] / 2 <= area <= ERASE_SCALE[1] * 1.5
-    assert random_erase(x, 0.0, None) is x
-    assert (random_erase(x, 1.0, torch.Generator().manual_seed(3)) == 0).flatten(1).any(1).all()
+    assert erase_random_rectangles(x, 0.0, None) is x
+    # The same draws on a channels_last batch: the same result, and the layout is kept.
+    nhwc = erase_random_rectangles(
+        x.contiguous(memory_format=torch.channels_last), 0.5, torch.Generator().manual_seed(0)
+    )
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and torch.equal(nhwc, out)
+    assert (erase_random_rectangles(x, 1.0, torch.Generator().manual_seed(3)) == 0).flatten(1).any(1).all()
 
 
 def test_random_erase_in_batches_is_seeded_and_split_across_ranks_like_one_process() -> None:
     split = _split(n=48, size=8)
-    common = dict(shuffle=True, augment=True, pad=1, erase=0.7)
+    common = dict(shuffle=True, augment=True, pad=1, random_erase=0.7)
 
     def batches(rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
         generator = torch.Generator().manual_seed(5)

@@ -21,7 +21,14 @@ from reslab.cli import main
 from reslab.data import DeviceBatches, Split
 from reslab.errors import ReslabError
 from reslab.train.checkpoint import load_checkpoint
-from reslab.train.distributed import PeerFailed, convert_sync_batchnorm, per_rank_batch, session, wrap_ddp
+from reslab.train.distributed import (
+    DistContext,
+    PeerFailed,
+    convert_sync_batchnorm,
+    per_rank_batch,
+    session,
+    wrap_ddp,
+)
 from reslab.train.run_dir import read_metrics
 
 WORKER = str(Path(__file__).with_name("ddp_worker.py"))
@@ -84,6 +91,15 @@ def test_shards_are_disjoint_and_together_the_one_process_batches() -> None:
             assert sorted(seen) == list(range(50))  # complete
     with pytest.raises(ValueError, match="rank"):
         DeviceBatches(split, 12, (0.0,), (1.0,), rank=3, world_size=3)
+
+
+def test_a_rank_without_a_gpu_is_a_one_line_error(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    ctx = DistContext(rank=1, world_size=2, local_rank=1, backend="cpu:gloo,cuda:nccl")
+    with pytest.raises(ReslabError, match="2 processes on CUDA need a GPU each, and this machine has 1"):
+        ctx.device(torch.device("cuda"))
+    assert ctx.device(torch.device("cpu")) == torch.device("cpu")
+    assert DistContext(0, 2, 0, "cpu:gloo,cuda:nccl").device(torch.device("cuda")) == torch.device("cuda", 0)
 
 
 def test_global_batch_must_split_evenly() -> None:

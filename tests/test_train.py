@@ -10,14 +10,16 @@ import stat
 
 import pytest
 import torch
+from torch import nn
 
 import reslab
+from reslab.data import batches as batches_module
 from reslab.errors import DivergedError, ReslabError
 from reslab.precision import resolve_precision
 from reslab.train import engine, recipes
 from reslab.train import step as step_module
 from reslab.train.checkpoint import load_checkpoint
-from reslab.train.recipes import LRSchedule, resolve_recipe
+from reslab.train.recipes import LRSchedule, TrainConfig, resolve_recipe
 from reslab.train.run_dir import METRIC_KEYS, read_metrics
 
 TINY = {"model": "resnet8", "batch_size": 32, "precision": "fp32", "device": "cpu", "quiet": True}
@@ -50,12 +52,33 @@ def test_short_run_learns_and_writes_the_run_directory(tmp_path):
     assert best["best_val_error"] == min(r["val_error"] for r in rows)
 
 
-def test_label_smoothing_and_random_erase_are_recorded_and_train(tmp_path):
+def test_label_smoothing_and_random_erase_reach_the_loss_and_the_batches(tmp_path, monkeypatch):
+    seen = {"erase": [], "smoothing": []}
+    erase = batches_module.erase_random_rectangles
+
+    def spy_erase(x, probability, generator, part=None):
+        seen["erase"].append(probability)
+        return erase(x, probability, generator, part)
+
+    class SpyLoss(nn.CrossEntropyLoss):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen["smoothing"].append(self.label_smoothing)
+
+    monkeypatch.setattr(batches_module, "erase_random_rectangles", spy_erase)
+    monkeypatch.setattr(engine.nn, "CrossEntropyLoss", SpyLoss)
     reslab.train(epochs=1, lr=0.1, label_smoothing=0.1, random_erase=0.5, out=tmp_path / "run", **TINY)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["train"]["label_smoothing"] == 0.1 and config["train"]["random_erase"] == 0.5
+    assert seen["smoothing"] == [0.1] and seen["erase"] and set(seen["erase"]) == {0.5}
     rows = read_metrics(tmp_path / "run")
     assert math.isfinite(rows[0]["train_loss"]) and rows[0]["val_error"] < 0.9
+
+
+def test_a_config_saved_before_random_erase_existed_resumes_without_it():
+    config = resolve_recipe("default", model_depth=20, train_size=1000).to_dict()
+    del config["random_erase"]
+    assert TrainConfig.from_dict(config).random_erase == 0.0
 
 
 class Interrupt(Exception):

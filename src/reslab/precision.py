@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -39,18 +41,42 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def strict_fp32(device_type: str) -> contextlib.AbstractContextManager:
+class _NoTF32:
+    """Process-wide "no TF32" while any reslab fp32 CUDA path runs: the flags are global, so nested or
+    concurrent users share one save/restore (the first to enter saves, the last to leave restores)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: tuple[bool, bool] = (False, False)
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+                torch.backends.cudnn.allow_tf32 = False
+                torch.backends.cuda.matmul.allow_tf32 = False
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self._saved
+
+
+_no_tf32 = _NoTF32()
+
+
+def strict_fp32(device_type: str) -> contextlib.AbstractContextManager[None]:
     """On CUDA, PyTorch lets cuDNN convolutions round their inputs to TF32 by default; reslab's "fp32"
-    means fp32 (it is the reference the fast paths are checked against), so TF32 is off inside."""
+    means fp32 (it is the reference the fast paths are checked against), so TF32 (cuDNN and matmul) is
+    off inside. Only those two flags are touched; on other devices this does nothing."""
     if device_type != "cuda":
         return contextlib.nullcontext()
-    cudnn = torch.backends.cudnn
-    return cudnn.flags(
-        enabled=cudnn.enabled,
-        benchmark=cudnn.benchmark,
-        deterministic=cudnn.deterministic,
-        allow_tf32=False,
-    )
+    return _no_tf32()
 
 
 @dataclass(frozen=True)
@@ -62,11 +88,15 @@ class Precision:
     dtype: torch.dtype | None
     channels_last: bool
 
-    def autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
         """bf16/fp16: torch.autocast. fp32: true fp32, also on CUDA (see strict_fp32)."""
         if self.dtype is None:
             return strict_fp32(self.device_type)
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def strict(self) -> contextlib.AbstractContextManager[None]:
+        """For code outside autocast that must honour fp32 too (a training step's backward)."""
+        return strict_fp32(self.device_type) if self.dtype is None else contextlib.nullcontext()
 
     def to_dict(self) -> dict[str, object]:
         return {"precision": self.name, "channels_last": self.channels_last}

@@ -55,7 +55,7 @@ ERASE_SCALE = (0.02, 0.33)
 ERASE_RATIO = (0.3, 3.3)
 
 
-def random_erase(
+def erase_random_rectangles(
     x: torch.Tensor,
     probability: float,
     generator: torch.Generator | None,
@@ -63,7 +63,8 @@ def random_erase(
 ) -> torch.Tensor:
     """Random erasing on a normalised batch: with `probability`, one rectangle per image is set to 0 (the
     data set's mean colour). Unlike torchvision's retry loop, a rectangle that would overhang the image is
-    clipped to it, so the whole batch is drawn in one go. `part` as in random_crop."""
+    clipped to it, so the whole batch is drawn in one go. Keeps x's dtype and memory format. `part` as in
+    random_crop."""
     if probability <= 0:
         return x
     n, _, h, w = x.shape
@@ -89,7 +90,8 @@ def random_erase(
         & (cols < (left + ew).view(-1, 1, 1))
         & apply.view(-1, 1, 1)
     )
-    return x.masked_fill(inside.unsqueeze(1), 0.0)
+    out = x.clone(memory_format=torch.preserve_format)
+    return out.masked_fill_(inside.unsqueeze(1), 0.0)
 
 
 class DeviceBatches:
@@ -98,7 +100,7 @@ class DeviceBatches:
     shuffle/augment use `generator` (on the split's device), so a seeded run is repeatable and its
     state can be checkpointed. Labels stay int64 on the device; nothing synchronises with the host.
     augment: pad-and-crop by `pad`, a horizontal flip where `allow_flip`, and random erasing with
-    probability `erase` (0 = off).
+    probability `random_erase` (0 = off).
 
     rank/world_size (distributed training): `batch_size` stays the GLOBAL batch. Every rank draws the same
     permutation and the same augmentation numbers for each global batch (same seed, same generator) and
@@ -117,7 +119,7 @@ class DeviceBatches:
         augment: bool = False,
         pad: int = 0,
         allow_flip: bool = False,
-        erase: float = 0.0,
+        random_erase: float = 0.0,
         drop_last: bool = False,
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
@@ -137,7 +139,7 @@ class DeviceBatches:
         self.augment = augment
         self.pad = pad
         self.allow_flip = allow_flip
-        self.erase = erase
+        self.random_erase = random_erase
         self.drop_last = drop_last
         self.generator = generator
         self.dtype = dtype
@@ -177,8 +179,8 @@ class DeviceBatches:
                 if self.allow_flip:
                     images = random_flip(images, self.generator, part)
             x = normalise(images, self.mean, self.std, self.dtype)
-            if self.augment and self.erase > 0:
-                x = random_erase(x, self.erase, self.generator, part)
+            if self.augment and self.random_erase > 0:
+                x = erase_random_rectangles(x, self.random_erase, self.generator, part)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, self.split.labels[idx]

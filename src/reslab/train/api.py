@@ -3,6 +3,7 @@ evaluate_predict.py and are re-exported here."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -86,6 +87,17 @@ def _refuse_run_settings(resume: str | Path, settings: dict[str, Any]) -> None:
         )
 
 
+def _resumed_device(resume: str | Path) -> str | None:
+    """The device a resumed run trained on, from its config.json (None if unreadable: the checkpoint
+    itself, read later, is the authority and reports any problem)."""
+    path = Path(resume)
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    try:
+        return str(json.loads(config.read_text())["device"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _resume_checkpoint(resume: str | Path) -> dict[str, Any]:
     path = Path(resume)
     if path.is_dir():
@@ -147,7 +159,7 @@ def train(
         console = Console(width=None if sys.stdout.isatty() else 200)
     saved_threads = torch.get_num_threads()
     try:
-        with session(device) as dist_ctx:
+        with session(device if resume is None else _resumed_device(resume)) as dist_ctx:
             try:
                 return _train(**{k: v for k, v in locals().items() if k not in ("saved_threads",)})
             except BaseException as exc:

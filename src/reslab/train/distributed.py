@@ -79,6 +79,12 @@ class DistContext:
     def device(self, device: torch.device) -> torch.device:
         """The rank's own GPU for a CUDA run (one process per GPU); the CPU as it is."""
         if device.type == "cuda" and self.backend is not None:
+            gpus = torch.cuda.device_count()
+            if self.local_rank >= gpus:
+                raise ReslabError(
+                    f"{self.world_size} processes on CUDA need a GPU each, and this machine has {gpus} "
+                    f"(local rank {self.local_rank} has none); use --nproc {gpus} or fewer, or --device cpu"
+                )
             return torch.device("cuda", self.local_rank)
         return device
 
@@ -192,18 +198,18 @@ def launched_by_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
-def _backend(device: str | None) -> str:
+def _backend(device: str | torch.device | None) -> str:
     # One group serves both: CPU tensors (the setup gate, CPU runs) over gloo, CUDA tensors over nccl.
     # A run asked to train on the CPU never touches CUDA, even on a GPU machine (a forked worker could
     # not initialise it, and ranks beyond the GPU count have no device to bind).
-    wants_cuda = device in (None, "auto") or device.startswith("cuda")
+    wants_cuda = device is None or str(device) == "auto" or str(device).startswith("cuda")
     if wants_cuda and torch.cuda.is_available() and dist.is_nccl_available():
         return "cpu:gloo,cuda:nccl"
     return "gloo"
 
 
 @contextlib.contextmanager
-def session(device: str | None = None) -> Iterator[DistContext]:
+def session(device: str | torch.device | None = None) -> Iterator[DistContext]:
     """The context of this process; joins (and finally leaves) the process group under torchrun.
     A group the caller already initialised is used as it is and left alone. device: the run's requested
     device ("cpu", "cuda", "auto"/None), which decides whether the group includes nccl."""

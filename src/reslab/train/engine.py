@@ -66,7 +66,7 @@ def make_batches(
         augment=True,
         pad=bundle.pad,
         allow_flip=bundle.allow_flip,
-        erase=random_erase,
+        random_erase=random_erase,
         drop_last=len(bundle.train) >= batch_size,
         generator=generator,
         channels_last=precision.channels_last,

@@ -51,6 +51,11 @@ class TrainStep:
         self.count = 0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # fp32 on CUDA: backward's convolutions must not use TF32 either (autocast() covers forward only).
+        with self.precision.strict():
+            return self._step(x, y)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with self.precision.autocast():
             logits = self.model(x)
             loss = self.loss_fn(logits.float(), y)
