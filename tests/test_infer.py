@@ -2,9 +2,10 @@
 
 Tolerances: fp32 (BN folded, channels_last) <= 1e-4 relative logit error; bf16 <= 5e-2 (bf16 keeps
 8 mantissa bits, ~4e-3 per rounding, accumulated over ~20 layers) with the same top-1 on >= 99% of
-the digits test set.
+the digits test set, and on the Fashion-MNIST test set where it is installed.
 """
 
+import dataclasses
 import warnings
 
 import pytest
@@ -13,7 +14,8 @@ from digits_model import train_tiny_resnet
 from torch import nn
 
 from reslab import create_model
-from reslab.data import load_data, normalise
+from reslab.data import Split, load_data, normalise
+from reslab.data.idx import FASHION_MNIST_DIR
 from reslab.infer import (
     InferenceModel,
     compare_logits,
@@ -104,6 +106,24 @@ def test_bf16_fast_path_matches_eager_within_tolerance(trained):
     assert accuracy > 0.8
     out = fast(test_x[:5])
     assert out.dtype == torch.float32 and out.shape == (5, 10)
+
+
+@pytest.mark.skipif(
+    not any(FASHION_MNIST_DIR.glob("t10k-images*")), reason="Debian's dataset-fashion-mnist is not installed"
+)
+def test_bf16_fast_path_agrees_on_the_fashion_mnist_test_set():
+    bundle = load_data("fashion-mnist")
+    # Seconds of training on 2,000 images: real weights and BN statistics, not a good model.
+    subset = dataclasses.replace(bundle, train=Split(bundle.train.images[:2000], bundle.train.labels[:2000]))
+    model = train_tiny_resnet(subset, epochs=4, weight_decay=1e-4)
+    mean = torch.tensor(bundle.mean).view(1, -1, 1, 1)
+    std = torch.tensor(bundle.std).view(1, -1, 1, 1)
+    test_x = normalise(bundle.test.images, mean, std)
+    fast = optimize_for_inference(model, test_x[:500], precision="bf16", compile=False)
+    real = compare_logits(model, fast, test_x, batch_size=500)
+    assert real["top1_agreement"] >= 0.99 and real["max_relative_logit_error"] <= BF16_TOLERANCE
+    accuracy = float((fast(test_x).argmax(1) == bundle.test.labels).float().mean())
+    assert len(test_x) == 10000 and accuracy > 0.6, accuracy  # chance is 0.1
 
 
 def test_auto_rule_never_compiles_a_single_prediction(trained):
