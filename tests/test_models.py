@@ -185,6 +185,19 @@ def test_impossible_depth_names_valid_depths(name):
         create_model(name)
 
 
+def test_width_multiplier_widens_every_cifar_stage_and_the_stem():
+    wide = create_model("resnet20x4", in_chans=1)
+    same = create_model("resnet20", in_chans=1, widths=(64, 128, 256), stem_width=64)
+    assert wide.config == same.config and wide.config.name == "resnet20x4"
+    assert count_params(wide) == count_params(same) > 15 * count_params(create_model("resnet20", in_chans=1))
+    assert wide(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    plain = create_model("plain_preact_resnet29x2").config
+    assert plain.widths == (128, 256, 512) and plain.stem_width == 32 and not plain.residual
+    for name in ("resnet50x2", "resnet20x0"):
+        with pytest.raises(ReslabError, match="width multiplier"):
+            create_model(name)
+
+
 def test_unknown_name_suggests_close_names():
     with pytest.raises(ReslabError, match="did you mean resnet50"):
         create_model("resnt50")

@@ -6,6 +6,7 @@ Grammar (every depth a family allows, not only the listed ones):
   preact_resnet{D}          ImageNet pre-activation (same depths), else CIFAR bottleneck 9n+2 (16/64/128/256)
   cifar_resnet{D}, cifar_preact_resnet{D}, imagenet_resnet{D}, imagenet_preact_resnet{D}: family forced
   plain{D} = plain_resnet{D};  plain_<name>: the plain twin of any name above
+  <CIFAR name>x{K}          every stage's channels and the stem's times K (resnet20x4: 64/128/256, stem 64)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
 CIFAR_PREACT_DEPTHS = (164, 1001)
 
 _NAME = re.compile(
-    r"^(?P<plain>plain_?)?(?P<family>cifar_|imagenet_)?(?P<pre>preact_)?(?:resnet)?(?P<depth>\d+)(?P<v1>_v1)?$"
+    r"^(?P<plain>plain_?)?(?P<family>cifar_|imagenet_)?(?P<pre>preact_)?(?:resnet)?(?P<depth>\d+)(?:x(?P<width>\d+))?(?P<v1>_v1)?$"
 )
 
 
@@ -66,6 +67,20 @@ def resolve_config(name: str) -> ResNetConfig:
     match = _NAME.match(name.strip().lower())
     if not match or (not match["plain"] and "resnet" not in name.lower()):
         raise _unknown_name(name)
+    config = _resolve_base(name, match)
+    if match["width"] is None:
+        return config
+    factor = int(match["width"])
+    if config.family != "cifar" or factor < 1:
+        raise ReslabError(
+            f"{name!r}: a width multiplier x{{K}} (K >= 1) widens a CIFAR-family net, e.g. resnet20x4"
+        )
+    return config.with_overrides(
+        widths=tuple(w * factor for w in config.widths), stem_width=config.stem_width * factor
+    )
+
+
+def _resolve_base(name: str, match: re.Match[str]) -> ResNetConfig:
     depth = int(match["depth"])
     pre = bool(match["pre"])
     forced = (match["family"] or "").rstrip("_")
