@@ -27,7 +27,7 @@ from .evaluate_predict import evaluate, predict
 from .evaluation import evaluate_split
 from .finetune import load_finetune_weights
 from .progress import RunProgress
-from .recipes import TrainConfig, check_overrides, resolve_recipe
+from .recipes import Overrides, TrainConfig, check_overrides, resolve_recipe
 from .run_dir import default_run_dir, plot_curves, write_json
 
 __all__ = ["RunResult", "evaluate", "predict", "train"]
@@ -232,7 +232,7 @@ def _train(
         seed = 0 if seed is None else seed
         # Unknown names and impossible numbers fail before any data is read.
         depth = resolve_config(model).depth
-        overrides = dict(
+        overrides = Overrides(
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import torch
 
@@ -132,22 +132,36 @@ def _imagenet_recipe(model_depth: int, train_size: int) -> TrainConfig:
 BUILDERS = {"default": _default_recipe, "paper": _paper_recipe, "imagenet": _imagenet_recipe}
 
 
-def check_overrides(
-    name: str,
-    *,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    schedule: str | None = None,
-    warmup_steps: int | None = None,
-    weight_decay: float | None = None,
-    lr_scaling: str | None = None,
-    label_smoothing: float | None = None,
-    random_erase: float | None = None,
-) -> None:
+class Overrides(TypedDict, total=False):
+    """The user's changes to a recipe (None or absent keeps the recipe's value)."""
+
+    epochs: int | None
+    batch_size: int | None
+    lr: float | None
+    schedule: str | None
+    warmup_steps: int | None
+    weight_decay: float | None
+    lr_scaling: str | None  # how lr follows another batch size (lr_scaling.py), not a TrainConfig field
+    label_smoothing: float | None
+    random_erase: float | None
+
+
+# Overrides that become the TrainConfig field of the same name as they are (lr is scaled first; epochs
+# interacts with the paper recipe's iteration budget).
+_PLAIN_FIELDS = ("batch_size", "schedule", "warmup_steps", "weight_decay", "label_smoothing", "random_erase")
+
+
+def check_overrides(name: str, **overrides: Unpack[Overrides]) -> None:
     """A one-line ReslabError for an unknown recipe or an impossible override (before any data is read)."""
+    unknown = set(overrides) - set(Overrides.__annotations__)
+    if unknown:
+        raise TypeError(f"unknown recipe override(s): {', '.join(sorted(unknown))}")
     if name not in BUILDERS:
         raise ReslabError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    epochs, batch_size, lr = overrides.get("epochs"), overrides.get("batch_size"), overrides.get("lr")
+    weight_decay, warmup_steps = overrides.get("weight_decay"), overrides.get("warmup_steps")
+    label_smoothing, random_erase = overrides.get("label_smoothing"), overrides.get("random_erase")
+    schedule = overrides.get("schedule")
     if epochs is not None and epochs < 1:
         raise ReslabError(f"--epochs must be at least 1, got {epochs}")
     if batch_size is not None and batch_size < 1:
@@ -164,56 +178,28 @@ def check_overrides(
         raise ReslabError(f"--random-erase must be a probability in [0, 1], got {random_erase}")
     if schedule is not None and schedule not in SCHEDULES:
         raise ReslabError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    check_rule(lr_scaling)
+    check_rule(overrides.get("lr_scaling"))
 
 
-def resolve_recipe(
-    name: str,
-    *,
-    model_depth: int,
-    train_size: int,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    schedule: str | None = None,
-    warmup_steps: int | None = None,
-    weight_decay: float | None = None,
-    lr_scaling: str | None = None,
-    label_smoothing: float | None = None,
-    random_erase: float | None = None,
-) -> TrainConfig:
+def resolve_recipe(name: str, *, model_depth: int, train_size: int, **user: Unpack[Overrides]) -> TrainConfig:
     """The recipe's settings with the user's overrides (None keeps the recipe's value), validated.
     lr_scaling: how lr follows a batch size other than the recipe's (lr_scaling.py); the outcome is
     recorded in extra["lr_scaling"]."""
-    check_overrides(
-        name,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        schedule=schedule,
-        warmup_steps=warmup_steps,
-        weight_decay=weight_decay,
-        lr_scaling=lr_scaling,
-        label_smoothing=label_smoothing,
-        random_erase=random_erase,
-    )
+    check_overrides(name, **user)
+    epochs, batch_size = user.get("epochs"), user.get("batch_size")
+    schedule, warmup_steps = user.get("schedule"), user.get("warmup_steps")
     config = BUILDERS[name](model_depth, train_size)
     lr, lr_record = scaled_lr(
-        name, config.batch_size, config.lr, batch_size=batch_size, lr=lr, rule=lr_scaling
+        name,
+        config.batch_size,
+        config.lr,
+        batch_size=batch_size,
+        lr=user.get("lr"),
+        rule=user.get("lr_scaling"),
     )
-    overrides: dict[str, Any] = {
-        key: value
-        for key, value in (
-            ("batch_size", batch_size),
-            ("lr", lr),
-            ("schedule", schedule),
-            ("warmup_steps", warmup_steps),
-            ("weight_decay", weight_decay),
-            ("label_smoothing", label_smoothing),
-            ("random_erase", random_erase),
-        )
-        if value is not None
-    }
+    overrides: dict[str, Any] = {key: user[key] for key in _PLAIN_FIELDS if user.get(key) is not None}
+    if lr is not None:
+        overrides["lr"] = lr
     extra = {**config.extra, "lr_scaling": lr_record}
     steps_per_epoch = max(1, train_size // (batch_size or config.batch_size))
     if config.max_steps and epochs is None and batch_size is not None:
