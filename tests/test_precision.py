@@ -32,12 +32,13 @@ def test_strict_fp32_turns_tf32_off_inside_and_restores_it(monkeypatch) -> None:
 def test_overlapping_threads_restore_the_flags_once_all_leave(monkeypatch) -> None:
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     first_inside, second_done = threading.Event(), threading.Event()
+    seen_by_first: list[bool] = []  # an assert in the thread would not fail the test: the main thread checks
 
     def first() -> None:
         with strict_fp32("cuda"):
             first_inside.set()
             second_done.wait(5)
-            assert _flags()[0] is False
+            seen_by_first.append(_flags()[0])
 
     thread = threading.Thread(target=first)
     thread.start()
@@ -47,6 +48,7 @@ def test_overlapping_threads_restore_the_flags_once_all_leave(monkeypatch) -> No
     assert _flags()[0] is False  # the first thread is still inside
     second_done.set()
     thread.join(5)
+    assert seen_by_first == [False]  # still off after the second thread left
     assert _flags()[0] is True
 
 
