@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import stat
 
 import pytest
@@ -46,6 +47,8 @@ def test_short_run_learns_and_writes_the_run_directory(tmp_path):
     assert config["train"]["epochs"] == 3 and config["train"]["batch_size"] == 32
     assert config["model_config"]["in_chans"] == 1 and config["model_config"]["num_classes"] == 10
     assert config["train"]["label_smoothing"] == 0.0 and config["train"]["random_erase"] == 0.0
+    # A CPU run keeps freed host memory for reuse (reslab.host_memory) wherever glibc allows it.
+    assert config["environment"]["host_allocator_tuned"] is (platform.libc_ver()[0] == "glibc")
     # The test set is evaluated with the best-on-validation weights, which best.pt holds.
     best = load_checkpoint(run / "best.pt")
     assert test["best_epoch"] == best["epoch"]

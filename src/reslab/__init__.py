@@ -2,6 +2,7 @@
 
 from .errors import DivergedError, ReslabError
 from .export import ExportReport, export_checkpoint
+from .host_memory import tune_host_allocator
 from .infer import optimize_for_inference
 from .models import ResNet, ResNetConfig, create_model, list_models
 
@@ -21,6 +22,7 @@ __all__ = [
     "export_checkpoint",
     "list_models",
     "optimize_for_inference",
+    "tune_host_allocator",
     "train",
     "evaluate",
     "predict",

@@ -13,6 +13,11 @@ After warm-up (which includes any compilation), `rounds` rounds each time a chun
 iterations and a chunk of reslab iterations, swapping which goes first every round, so a neighbour's
 load on a shared machine hits both sides alike. The matmul peak (bf16 and fp32) is measured in the
 same process with a short large matmul.
+
+Host memory: by default both sides run under glibc malloc's defaults, as plain PyTorch does (the
+baseline then spends much of its time in page faults: reslab.host_memory). `tune_allocator=True`
+(`--tune-allocator`) tunes malloc for the whole process first, so both sides run without them; it
+cannot be undone in this process.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from torch import nn
 
 from .data import DeviceBatches, Split
 from .errors import ReslabError
+from .host_memory import host_allocator_tuned, tune_host_allocator
 from .infer import optimize_for_inference
 from .models import create_model
 from .models.summary import count_macs
@@ -256,11 +262,14 @@ def run_benchmark(
     num_classes: int | None = None,
     dataset_size: int | None = None,
     threads: int | None = None,
+    tune_allocator: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, object]:
     """Run the race; returns the JSON_KEYS dict plus a "details" dict (precision, compiled, ...)."""
     if threads is not None and threads < 1:
         raise ReslabError(f"--threads must be at least 1, got {threads}")
+    if tune_allocator:
+        tune_host_allocator()
     saved = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -347,6 +356,7 @@ def _run(
         warmup=warmup,
         torch=torch.__version__,
         threads=torch.get_num_threads(),
+        host_allocator="tuned" if host_allocator_tuned() else "default",
     )
     return {
         "model": model,

@@ -3,6 +3,7 @@
 Each command lives in its own module exposing `register(subparsers)`, which adds a parser whose
 `func(args) -> int | None` does the work. User mistakes (ReslabError) become one line on stderr and
 exit status 2, as does an OSError on a path the user gave; a diverged run (DivergedError) exits 3.
+Every command but `benchmark` first tunes glibc malloc to keep freed memory (reslab.host_memory).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib
 import sys
 
 from ..errors import DivergedError, ReslabError, error_line
+from ..host_memory import tune_host_allocator
 
 COMMAND_MODULES = (
     "models_cmd",
@@ -39,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "benchmark":  # the benchmark's baseline must get plain PyTorch's malloc
+        tune_host_allocator()
     try:
         code = args.func(args)
     except (ReslabError, DivergedError) as exc:

@@ -34,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="CPU threads for both sides (default: torch's; 1 is steadier on a busy machine)",
     )
+    parser.add_argument(
+        "--tune-allocator",
+        action="store_true",
+        help="tune malloc to keep freed memory for both sides (default: glibc's defaults, as plain PyTorch)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     parser.add_argument("--save", metavar="FILE", help="also write the JSON object (plus details) to FILE")
     parser.set_defaults(func=run_benchmark_cmd)
@@ -52,6 +57,7 @@ def run_benchmark_cmd(args: argparse.Namespace) -> int:
         precision=args.precision,
         compile=args.compile,
         threads=args.threads,
+        tune_allocator=args.tune_allocator,
         log=lambda msg: out.print(f"[dim]{msg}[/dim]"),
     )
     if args.save:
@@ -66,7 +72,7 @@ def run_benchmark_cmd(args: argparse.Namespace) -> int:
         flavour += " + torch.compile" + (" (inductor freezing)" if result["mode"] == "infer" else "")
     out.print(
         f"{result['model']} {result['mode']}, batch {result['batch_size']}, {d['image_size']}x{d['image_size']}, "
-        f"{d['device']} ({d['threads']} threads), torch {d['torch']}"
+        f"{d['device']} ({d['threads']} threads), torch {d['torch']}, malloc {d['host_allocator']}"
     )
     out.print(f"  baseline (plain PyTorch fp32): {result['baseline_images_per_second']:10.1f} images/s")
     out.print(f"  reslab ({flavour}): {result['reslab_images_per_second']:10.1f} images/s")

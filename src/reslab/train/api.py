@@ -17,6 +17,7 @@ from rich.console import Console
 
 from ..data import load_data
 from ..errors import ReslabError
+from ..host_memory import host_allocator_tuned, tune_host_allocator
 from ..models import create_model
 from ..models.zoo import resolve_config
 from ..precision import resolve_device, resolve_precision
@@ -153,7 +154,7 @@ def train(
     batch, sync_bn makes BN statistics span it, lr_scaling ("none"/"linear") says how lr follows a changed
     global batch; only rank 0 writes the run directory and prints. label_smoothing (cross-entropy's) and
     random_erase (the probability of erasing a random rectangle of each training image) default to the
-    recipe's, 0 for every recipe."""
+    recipe's, 0 for every recipe. A CPU run tunes this process's malloc (`reslab.tune_host_allocator`)."""
     if console is None:
         # Never wrap or truncate when the output goes to a file (the same rule as the CLI's console).
         console = Console(width=None if sys.stdout.isatty() else 200)
@@ -257,6 +258,8 @@ def _train(
             )
 
     torch.set_num_threads(cpu_threads(threads, bundle.image_size, dev))
+    if dev.type == "cpu":
+        tune_host_allocator()  # no page faults on every step's activations (reslab.host_memory)
     torch.manual_seed(seed)
     options = dict(model_options or {})
     net = create_model(model, in_chans=bundle.in_chans, num_classes=bundle.num_classes, **options)
@@ -291,6 +294,7 @@ def _train(
                 "python": platform.python_version(),
                 "threads": torch.get_num_threads(),
                 "cpu_count": os.cpu_count(),
+                "host_allocator_tuned": host_allocator_tuned(),
                 "cuda_device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
             },
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
