@@ -55,8 +55,9 @@ def test_tuned_malloc_reuses_freed_blocks_instead_of_faulting_them_in_again():
 
 
 @glibc_only
-def test_opt_out_variable_leaves_malloc_alone():
-    tuned, faults = _reallocate("tune", opt_out="0")
+@pytest.mark.parametrize("value", ["0", "off"])
+def test_opt_out_variable_leaves_malloc_alone(value):
+    tuned, faults = _reallocate("tune", opt_out=value)
     assert tuned is False
     assert all(count >= PAGES_PER_BLOCK * 9 // 10 for count in faults[-4:])
 

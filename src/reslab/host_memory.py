@@ -11,7 +11,8 @@ what it already used).
 The setting is process-wide and cannot be undone (mallopt turns glibc's dynamic threshold off), so
 reslab applies it where it owns the process: the `reslab` command line (except `reslab benchmark`,
 whose baseline must run as plain PyTorch does, unless `--tune-allocator`) and `reslab.train()` on a
-CPU. Set RESLAB_TUNE_ALLOCATOR=0 to leave malloc alone. Other C libraries (musl, macOS, Windows): no-op.
+CPU. Set RESLAB_TUNE_ALLOCATOR=0 (or false/no/off) to leave malloc alone. Other C libraries (musl,
+macOS, Windows): no-op.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _M_MMAP_THRESHOLD = -3
 # mallopt takes an int: 1 GiB is the largest power of two that fits (2**31 overflows and means 0).
 KEEP_BELOW_BYTES = 1 << 30
 OPT_OUT_VARIABLE = "RESLAB_TUNE_ALLOCATOR"
+OPT_OUT_VALUES = ("0", "false", "no", "off")
 
 _state = {"tuned": False}
 
@@ -43,7 +45,7 @@ def tune_host_allocator() -> bool:
     """
     if _state["tuned"]:
         return True
-    if os.environ.get(OPT_OUT_VARIABLE, "1").strip() == "0":
+    if os.environ.get(OPT_OUT_VARIABLE, "1").strip().lower() in OPT_OUT_VALUES:
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
