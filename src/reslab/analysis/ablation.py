@@ -14,7 +14,7 @@ from rich.table import Table
 from ..errors import ReslabError
 from ..models import resolve_config
 from .results import format_pm
-from .runs import TrainingSettings, run_summary, train_or_resume, training_settings
+from .runs import TrainingSettings, run_summary, train_or_resume
 
 DEFAULT_DEPTH = 20
 PLACEMENTS = (
@@ -42,7 +42,7 @@ def run(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Train ResNet-`depth` with each placement for each seed; the results dict of ablation.json."""
-    settings = settings or training_settings()
+    settings = settings or TrainingSettings()
     name = f"resnet{depth}"
     if resolve_config(name).family != "cifar":
         raise ReslabError(f"--depth {depth}: the ablation uses CIFAR ResNets of depth 6n+2 (20, 32, 56, 110)")

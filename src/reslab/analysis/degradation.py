@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ..models import resolve_config
 from .results import format_pm, mean_std
-from .runs import TrainingSettings, run_summary, train_or_resume, training_settings
+from .runs import TrainingSettings, run_summary, train_or_resume
 
 DEFAULT_DEPTHS = (20, 56)
 KINDS = ("plain", "residual")
@@ -34,7 +34,7 @@ def run(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Train plain and residual nets of each depth for each seed; the results dict of results.json."""
-    settings = settings or training_settings()
+    settings = settings or TrainingSettings()
     for depth in depths:
         resolve_config(model_name("plain", depth))  # a bad depth fails before any training
     runs = []

@@ -22,7 +22,7 @@ from ..errors import ReslabError
 from ..models import ResNet
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
 from .results import columnwise_mean_std
-from .runs import TrainingSettings, train_or_resume, training_settings
+from .runs import TrainingSettings, train_or_resume
 
 DEFAULT_MODELS = ("plain20", "plain56", "resnet20", "resnet56")
 # Orders in which each BN directly follows its conv, so a BN output is a layer's response.
@@ -121,7 +121,7 @@ def train_and_measure(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Train (or reuse) each named model for each seed under out/runs, then measure its best checkpoint."""
-    settings = settings or training_settings()
+    settings = settings or TrainingSettings()
     models: dict[str, Any] = {}
     for name in names:
         per_seed, sources = [], []

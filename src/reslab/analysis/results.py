@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_text
 from ..errors import ReslabError
+from ..train.run_dir import write_json
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -66,14 +66,11 @@ def results_path(out: str | Path, experiment: str) -> Path:
     return Path(out) / RESULT_FILES[experiment]
 
 
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write JSON atomically, so a crash never leaves half a file."""
-    return atomic_write_text(path, json.dumps(data, indent=1) + "\n")
-
-
 def save_results(out: str | Path, experiment: str, results: dict[str, Any]) -> Path:
     """Write an experiment's results file, marked with the experiment's name for --replot to check."""
-    return write_json(results_path(out, experiment), {"experiment": experiment, **results})
+    path = results_path(out, experiment)
+    write_json(path, {"experiment": experiment, **results})
+    return path
 
 
 def read_results(out: str | Path, experiment: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ skipped when finished, resumed when not."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from rich.console import Console
 
 from ..errors import ReslabError
 from ..precision import resolve_device, resolve_precision
+from ..train.recipes import check_overrides
 from ..train.run_dir import read_metrics
 from .results import require_at_least_one
 
@@ -41,45 +42,13 @@ class TrainingSettings:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        for flag, value in (
-            ("--seeds", self.seeds),
-            ("--epochs", self.epochs),
-            ("--batch-size", self.batch_size),
-        ):
-            require_at_least_one(flag, value)
+        require_at_least_one("--seeds", self.seeds)
+        # The training flags get the same one-line checks as `reslab train` (all of them, --lr included).
+        check_overrides("default", epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as the results files record them."""
-        return {
-            "data": self.data,
-            "seeds": self.seeds,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "precision": self.precision,
-        }
-
-
-def training_settings(
-    *,
-    data: str = "digits",
-    seeds: int = 1,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-) -> TrainingSettings:
-    """The experiments' settings from the user's: None means the experiments' default."""
-    return TrainingSettings(
-        data=data,
-        seeds=seeds,
-        epochs=DEFAULT_EPOCHS if epochs is None else epochs,
-        batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
-        lr=DEFAULT_LR if lr is None else lr,
-        device=device,
-        precision=precision,
-    )
+        """The settings as the results files record them (the device is where they ran, not a setting)."""
+        return {key: value for key, value in asdict(self).items() if key != "device"}
 
 
 def _read_json(path: Path) -> Any:

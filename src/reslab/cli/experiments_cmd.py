@@ -18,7 +18,6 @@ from ..analysis.runs import (
     DEFAULT_EPOCHS,
     DEFAULT_LR,
     TrainingSettings,
-    training_settings,
 )
 from ..data import load_data
 from ..errors import ReslabError
@@ -87,14 +86,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace) -> TrainingSettings:
-    return training_settings(
+    # A flag left out (None) keeps the experiments' own default.
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    return TrainingSettings(
         data=args.data,
         seeds=args.seeds,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
         device=args.device,
         precision=args.precision,
+        **{key: value for key, value in given.items() if value is not None},
     )
 
 
