@@ -52,7 +52,7 @@ from reslab.infer import compare_logits, optimize_for_inference
 from reslab.precision import strict_fp32
 from reslab.train.checkpoint import load_checkpoint, model_from_checkpoint
 from reslab.train.distributed import convert_sync_batchnorm, session, wrap_ddp
-from reslab.train.engine import steps_per_epoch
+from reslab.train.recipes import steps_per_epoch
 from reslab.train.run_dir import read_metrics
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

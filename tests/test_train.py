@@ -265,7 +265,7 @@ def test_train_step_accumulates_on_the_device_without_syncing(one_thread, monkey
     assert n == 80 and 0 <= error <= 1
     assert mean_loss == pytest.approx(float(torch.stack(losses).mean()), rel=1e-5)
     assert losses[-1] < losses[0]
-    assert engine.steps_per_epoch(100, 32) == 3 and engine.steps_per_epoch(10, 32) == 1
+    assert recipes.steps_per_epoch(100, 32) == 3 and recipes.steps_per_epoch(10, 32) == 1
 
 
 def test_progress_bar_shows_loss_error_speed_and_eta(tmp_path):

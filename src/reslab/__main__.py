@@ -2,9 +2,10 @@ import os
 import sys
 
 from .cli import main
+from .train.distributed import launched_by_torchrun
 
 code = main()
-if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
+if launched_by_torchrun():
     # A torchrun worker: everything is written (atomically) and printed; skip interpreter finalisation,
     # where gloo's threads, still referenced by DDP/autograd objects, can abort the process
     # ("terminate called without an active exception") and turn a finished run into a failed one.

@@ -23,12 +23,12 @@ from ..models.zoo import resolve_config
 from ..precision import resolve_device, resolve_precision
 from .checkpoint import load_checkpoint
 from .distributed import DistContext, convert_sync_batchnorm, distributed_config, session, wrap_ddp
-from .engine import Trainer, steps_per_epoch
+from .engine import Trainer
 from .evaluate_predict import evaluate, predict
 from .evaluation import evaluate_split
 from .finetune import load_finetune_weights
 from .progress import RunProgress
-from .recipes import Overrides, TrainConfig, check_overrides, resolve_recipe
+from .recipes import Overrides, TrainConfig, check_overrides, resolve_recipe, steps_per_epoch
 from .run_dir import default_run_dir, plot_curves, write_json
 
 __all__ = ["RunResult", "evaluate", "predict", "train"]

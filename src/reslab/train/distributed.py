@@ -229,17 +229,16 @@ def session(device: str | torch.device | None = None) -> Iterator[DistContext]:
     if "nccl" in backend and local_rank < torch.cuda.device_count():
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend)
-    ctx = DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend)
     try:
-        yield ctx
+        yield DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend)
     except (ReslabError, DivergedError) as exc:
-        _report_then_part(ctx, exc)
+        _report_then_part(exc)
         raise
     finally:
         dist.destroy_process_group()
 
 
-def _report_then_part(ctx: DistContext, exc: BaseException) -> None:
+def _report_then_part(exc: BaseException) -> None:
     """torchrun's agent stops every worker as soon as one exits with an error, so a rank that reports an
     error every rank shares must print it before any rank leaves: the reporting rank prints here (and marks
     the error quiet so the CLI does not print it again), then all ranks meet once more before exiting.

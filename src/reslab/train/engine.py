@@ -42,11 +42,6 @@ class FitState:
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
-def steps_per_epoch(train_size: int, batch_size: int) -> int:
-    """Full batches only (BatchNorm dislikes a tiny last batch), unless the set is smaller than a batch."""
-    return max(1, train_size // batch_size)
-
-
 def make_batches(
     bundle: DataBundle,
     batch_size: int,

@@ -36,8 +36,8 @@ def scaled_lr(
     lr: float | None,
     rule: str | None,
 ) -> tuple[float | None, dict[str, Any]]:
-    """(the lr the run uses, None to keep the recipe's; the record for config.json)."""
-    check_rule(rule)
+    """(the lr the run uses, None to keep the recipe's; the record for config.json). `rule` was checked
+    by recipes.check_overrides."""
     rule = rule or default_rule(recipe)
     record: dict[str, Any] = {
         "rule": rule,

@@ -83,14 +83,18 @@ def _default_recipe(model_depth: int, train_size: int) -> TrainConfig:
     )
 
 
+def steps_per_epoch(train_size: int, batch_size: int) -> int:
+    """Full batches only (BatchNorm dislikes a tiny last batch), unless the set is smaller than a batch."""
+    return max(1, train_size // batch_size)
+
+
 def _paper_recipe(model_depth: int, train_size: int) -> TrainConfig:
     batch_size = 128
-    steps_per_epoch = max(1, train_size // batch_size)
     max_steps = 64_000
     deep = model_depth >= 110
     return TrainConfig(
         recipe="paper",
-        epochs=math.ceil(max_steps / steps_per_epoch),
+        epochs=math.ceil(max_steps / steps_per_epoch(train_size, batch_size)),
         batch_size=batch_size,
         lr=0.1,
         schedule="step",
@@ -181,6 +185,14 @@ def check_overrides(name: str, **overrides: Unpack[Overrides]) -> None:
     check_rule(overrides.get("lr_scaling"))
 
 
+def _milestones_as_fractions(config: TrainConfig) -> dict[str, Any]:
+    """The paper's milestones (step numbers out of max_steps) restated as fractions of the run."""
+    return {
+        "milestones": tuple(m / config.max_steps for m in config.milestones),
+        "milestones_are_steps": False,
+    }
+
+
 def resolve_recipe(name: str, *, model_depth: int, train_size: int, **user: Unpack[Overrides]) -> TrainConfig:
     """The recipe's settings with the user's overrides (None keeps the recipe's value), validated.
     lr_scaling: how lr follows a batch size other than the recipe's (lr_scaling.py); the outcome is
@@ -201,19 +213,16 @@ def resolve_recipe(name: str, *, model_depth: int, train_size: int, **user: Unpa
     if lr is not None:
         overrides["lr"] = lr
     extra = {**config.extra, "lr_scaling": lr_record}
-    steps_per_epoch = max(1, train_size // (batch_size or config.batch_size))
+    run_steps_per_epoch = steps_per_epoch(train_size, batch_size or config.batch_size)
     if config.max_steps and epochs is None and batch_size is not None:
         # The paper counts iterations: another batch size keeps the 64k of them.
-        overrides["epochs"] = math.ceil(config.max_steps / steps_per_epoch)
+        overrides["epochs"] = math.ceil(config.max_steps / run_steps_per_epoch)
     if config.max_steps and epochs is not None:
         # An explicit epoch count replaces the iteration budget; the schedule keeps its shape: the lr
         # drops at the same fractions of the run (32k/64k = 0.5, 48k/64k = 0.75) and the warm-up
         # lasts the same fraction of it (400/64k), else a short run would never lower its lr.
-        total = epochs * steps_per_epoch
-        overrides.update(epochs=epochs, max_steps=0)
-        overrides.update(
-            milestones=tuple(m / config.max_steps for m in config.milestones), milestones_are_steps=False
-        )
+        total = epochs * run_steps_per_epoch
+        overrides.update(epochs=epochs, max_steps=0, **_milestones_as_fractions(config))
         if warmup_steps is None and config.warmup_steps > 0:
             overrides["warmup_steps"] = max(1, round(config.warmup_steps * total / config.max_steps))
         extra["scaled_to_epochs"] = {
@@ -225,13 +234,11 @@ def resolve_recipe(name: str, *, model_depth: int, train_size: int, **user: Unpa
     elif epochs is not None:
         overrides["epochs"] = epochs
     if schedule is not None and schedule != config.schedule and config.milestones_are_steps:
-        overrides.update(
-            milestones=tuple(m / config.max_steps for m in config.milestones), milestones_are_steps=False
-        )
+        overrides.update(_milestones_as_fractions(config))
     config = replace(config, **overrides, extra=extra)
     if config.warmup_steps == -1:
         # Resolve "a quarter of the run" now, so config.json records the number of steps.
-        total = config.max_steps or config.epochs * max(1, train_size // config.batch_size)
+        total = config.max_steps or config.epochs * steps_per_epoch(train_size, config.batch_size)
         config = replace(config, warmup_steps=int(0.25 * total) if config.schedule == "onecycle" else 0)
     return config
 
