@@ -143,13 +143,8 @@ main() {
       RESULTS+=("tta: skipped (no Fashion-MNIST)")
     fi
   fi
-  if grep -q -- '"--device"' benchmarks/time_to_accuracy.py; then
-    tta_flags=(--device "$DEV")
-  else
-    say "NOTE: time_to_accuracy.py has no --device; reslab.train's device auto picks $DEV where it can"
-  fi
   # Run directories outside the checkout; an unknown preset is dropped here rather than failing later.
-  grep -q -- '"--runs"' benchmarks/time_to_accuracy.py && tta_flags+=(--runs "$(mktemp -d /tmp/tta-runs.XXXXXX)")
+  tta_flags=(--device "$DEV" --runs "$(mktemp -d /tmp/tta-runs.XXXXXX)")
   local known presets=()
   known=$("$PY" -c "import sys; sys.path.insert(0, 'benchmarks'); import time_to_accuracy as t; print(*t.PRESETS)")
   for preset in $PRESETS95; do

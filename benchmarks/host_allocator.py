@@ -62,6 +62,7 @@ def _step_function(workload: str):  # noqa: ANN202 - returns (step, images per s
 
 
 def child(workload: str, allocator: str, steps: int) -> dict[str, object]:
+    from reslab.benchmark import peak_rss_mb
     from reslab.host_memory import tune_host_allocator
 
     tuned = tune_host_allocator() if allocator == "tuned" else False
@@ -82,7 +83,7 @@ def child(workload: str, allocator: str, steps: int) -> dict[str, object]:
         "minor_faults_per_step": round((after.ru_minflt - before.ru_minflt) / steps),
         "sys_ms_per_step": round(1e3 * (after.ru_stime - before.ru_stime) / steps, 1),
         "user_ms_per_step": round(1e3 * (after.ru_utime - before.ru_utime) / steps, 1),
-        "peak_rss_mb": round(after.ru_maxrss / 1024),
+        "peak_rss_mb": round(peak_rss_mb()),
         "steps": steps,
     }
 

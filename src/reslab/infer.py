@@ -26,7 +26,6 @@ short runs with no recompilation.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import warnings
 from collections.abc import Callable
@@ -39,7 +38,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from .errors import ReslabError
 from .models.resnet import ResNet
 from .models.units import ResidualUnit
-from .precision import Precision, resolve_precision, strict_fp32
+from .precision import Precision, resolve_precision
 
 COMPILE_MIN_FLOP = {"cpu": 1e13, "cuda": 1e15}
 
@@ -144,6 +143,7 @@ class InferenceModel(nn.Module):
     ) -> None:
         super().__init__()
         self.model = prepared
+        self.precision = precision
         self.device = device
         self.dtype = precision.dtype or torch.float32
         self.info = InferenceInfo(precision.name, precision.channels_last, False, batch_size)
@@ -175,16 +175,17 @@ class InferenceModel(nn.Module):
             # Compilation happens lazily, inside a call (and again for a new image size), so the
             # freezing flag is patched around each call; options={"freezing": True} is not honoured.
             with torch._inductor.config.patch(freezing=True):
-                # clone: on CUDA the output lives in the CUDA graph's memory, which the next call reuses.
-                outputs.append(compiled(chunk)[:n].clone())
+                out = compiled(chunk)[:n]
+                # On CUDA the output lives in the CUDA graph's memory, which the next call reuses.
+                outputs.append(out.clone() if self.device.type == "cuda" else out)
         return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with strict_fp32(self.device.type) if self.dtype == torch.float32 else contextlib.nullcontext():
+        with self.precision.strict():
             if self.__dict__["_compiled"] is not None and x.shape[0] > 0:
-                # The compiled graph converts dtype and layout itself (_ConvertThenRun).
-                return self._run_compiled(x.to(self.device, non_blocking=True).contiguous()).float()
+                # The compiled graph converts dtype and layout itself and returns fp32 (_ConvertThenRun).
+                return self._run_compiled(x.to(self.device, non_blocking=True).contiguous())
             return self.model(self._prepare_input(x)).float()
 
     def enable_compile(self, example: torch.Tensor) -> None:

@@ -3,7 +3,8 @@
 Each command lives in its own module exposing `register(subparsers)`, which adds a parser whose
 `func(args) -> int | None` does the work. User mistakes (ReslabError) become one line on stderr and
 exit status 2, as does an OSError on a path the user gave; a diverged run (DivergedError) exits 3.
-Every command but `benchmark` first tunes glibc malloc to keep freed memory (reslab.host_memory).
+Every command first tunes glibc malloc to keep freed memory (reslab.host_memory), unless its parser sets
+`plain_malloc` (benchmark: its baseline must get plain PyTorch's malloc).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command != "benchmark":  # the benchmark's baseline must get plain PyTorch's malloc
+    if not getattr(args, "plain_malloc", False):  # set by commands that must not tune it (benchmark)
         tune_host_allocator()
     try:
         code = args.func(args)

@@ -41,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     parser.add_argument("--save", metavar="FILE", help="also write the JSON object (plus details) to FILE")
-    parser.set_defaults(func=run_benchmark_cmd)
+    # The baseline must run under plain PyTorch's malloc; --tune-allocator tunes it inside run_benchmark.
+    parser.set_defaults(func=run_benchmark_cmd, plain_malloc=True)
 
 
 def run_benchmark_cmd(args: argparse.Namespace) -> int:
