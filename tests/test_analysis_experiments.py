@@ -16,7 +16,7 @@ from reslab.cli import main
 from reslab.data import load_data
 from reslab.models import create_model
 from reslab.train.checkpoint import load_checkpoint, model_payload, save_checkpoint
-from reslab.train.engine import steps_per_epoch
+from reslab.train.recipes import steps_per_epoch
 from reslab.train.run_dir import read_metrics
 from reslab.train.step import TrainStep
 
