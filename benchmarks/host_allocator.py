@@ -35,7 +35,7 @@ def _step_function(workload: str):  # noqa: ANN202 - returns (step, images per s
 
     from reslab import create_model
     from reslab.precision import resolve_precision
-    from reslab.train.step import make_train_step
+    from reslab.training.step import make_train_step
 
     torch.manual_seed(0)
     if workload == "infer_baseline":

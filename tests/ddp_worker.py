@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
 
         os.replace = recording_replace
     if diverge is not None:
-        from reslab.train.recipes import LRSchedule
+        from reslab.training.recipes import LRSchedule
 
         original = LRSchedule.lr_at
         LRSchedule.lr_at = lambda self, step: original(self, step) if step < diverge else 1e12

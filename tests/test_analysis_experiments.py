@@ -12,13 +12,13 @@ from data_writers import write_image
 from reslab.analysis.plots import plot_ablation, plot_degradation, plot_responses
 from reslab.analysis.responses import layer_response_std
 from reslab.analysis.runs import DEFAULT_BATCH_SIZE
+from reslab.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from reslab.cli import main
 from reslab.data import load_data
 from reslab.models import create_model
-from reslab.train.checkpoint import load_checkpoint, model_payload, save_checkpoint
-from reslab.train.recipes import steps_per_epoch
-from reslab.train.run_dir import read_metrics
-from reslab.train.step import TrainStep
+from reslab.training.recipes import steps_per_epoch
+from reslab.training.run_dir import read_metrics
+from reslab.training.step import TrainStep
 
 FAST = ["--epochs", "1", "--precision", "fp32"]
 

@@ -10,8 +10,8 @@ import torch
 from data_writers import write_idx_set
 
 import reslab
+from reslab.checkpoint import load_checkpoint, save_checkpoint
 from reslab.cli import main
-from reslab.train.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture(scope="module")

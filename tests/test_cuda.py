@@ -43,6 +43,7 @@ from torch import nn
 
 import reslab
 from reslab.benchmark import JSON_KEYS
+from reslab.checkpoint import load_checkpoint, model_from_checkpoint
 from reslab.cli import main
 from reslab.data import load_data, normalise
 from reslab.data.idx import FASHION_MNIST_DIR
@@ -50,10 +51,9 @@ from reslab.export import FORMATS
 from reslab.export import formats as export_formats
 from reslab.infer import compare_logits, optimize_for_inference
 from reslab.precision import strict_fp32
-from reslab.train.checkpoint import load_checkpoint, model_from_checkpoint
-from reslab.train.distributed import convert_sync_batchnorm, session, wrap_ddp
-from reslab.train.recipes import steps_per_epoch
-from reslab.train.run_dir import read_metrics
+from reslab.training.distributed import convert_sync_batchnorm, session, wrap_ddp
+from reslab.training.recipes import steps_per_epoch
+from reslab.training.run_dir import read_metrics
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -17,11 +17,11 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import reslab
+from reslab.checkpoint import load_checkpoint
 from reslab.cli import main
 from reslab.data import DeviceBatches, Split
 from reslab.errors import ReslabError
-from reslab.train.checkpoint import load_checkpoint
-from reslab.train.distributed import (
+from reslab.training.distributed import (
     DistContext,
     PeerFailed,
     convert_sync_batchnorm,
@@ -29,7 +29,7 @@ from reslab.train.distributed import (
     session,
     wrap_ddp,
 )
-from reslab.train.run_dir import read_metrics
+from reslab.training.run_dir import read_metrics
 
 WORKER = str(Path(__file__).with_name("ddp_worker.py"))
 # 1259 digits / 512 = 2 steps per epoch: few enough steps that fp32 rounding (1 vs 2 processes sum in a

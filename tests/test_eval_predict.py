@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 import reslab
+from reslab.checkpoint import load_checkpoint, model_from_checkpoint
 from reslab.cli import main
 from reslab.data import load_data, normalise
-from reslab.train.checkpoint import load_checkpoint, model_from_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_predict_cli_converts_colour_and_size(run, digit_pngs, tmp_path, capsys)
 def test_fine_tuning_replaces_the_classifier(run, tmp_path):
     # digits has 10 classes; keep only 5 via a folder data set would need images: instead check the
     # weights load into a model with a different head through the API used by --weights.
-    from reslab.train.finetune import load_finetune_weights
+    from reslab.training.finetune import load_finetune_weights
 
     model = reslab.create_model("resnet8", in_chans=1, num_classes=5)
     skipped = load_finetune_weights(model, run / "best.pt")

@@ -8,13 +8,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from reslab.checkpoint import model_payload, save_checkpoint
 from reslab.cli import main
 from reslab.data import load_data
 from reslab.errors import ReslabError
 from reslab.export import FORMATS, export_checkpoint, export_model, read_metadata
 from reslab.export import formats as export_formats
 from reslab.models import create_model
-from reslab.train.checkpoint import model_payload, save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import pytest
 from digits_model import train_tiny_resnet
 from PIL import Image
 
+from reslab.checkpoint import model_payload, save_checkpoint
 from reslab.cli import main
 from reslab.data import load_data
-from reslab.train.api import evaluate
-from reslab.train.checkpoint import model_payload, save_checkpoint
+from reslab.evaluate import evaluate
 
 
 @pytest.fixture(scope="module")

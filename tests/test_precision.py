@@ -8,7 +8,7 @@ import threading
 import torch
 
 from reslab.precision import Precision, strict_fp32
-from reslab.train.step import TrainStep
+from reslab.training.step import TrainStep
 
 
 def _flags() -> tuple[bool, bool]:

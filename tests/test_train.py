@@ -14,14 +14,14 @@ import torch
 from torch import nn
 
 import reslab
+from reslab.checkpoint import load_checkpoint
 from reslab.data import batches as batches_module
 from reslab.errors import DivergedError, ReslabError
 from reslab.precision import resolve_precision
-from reslab.train import engine, recipes
-from reslab.train import step as step_module
-from reslab.train.checkpoint import load_checkpoint
-from reslab.train.recipes import LRSchedule, TrainConfig, resolve_recipe
-from reslab.train.run_dir import METRIC_KEYS, read_metrics
+from reslab.training import engine, recipes
+from reslab.training import step as step_module
+from reslab.training.recipes import LRSchedule, TrainConfig, resolve_recipe
+from reslab.training.run_dir import METRIC_KEYS, read_metrics
 
 TINY = {"model": "resnet8", "batch_size": 32, "precision": "fp32", "device": "cpu", "quiet": True}
 

@@ -1,14 +1,14 @@
 """reslab: the residual networks of He et al. 2016 and 2016b, built, trained, explained and fast."""
 
 from .errors import DivergedError, ReslabError
+
+# `reslab.train` is the training function; the training package is `reslab.training`.
+from .evaluate import evaluate, predict
 from .export import ExportReport, export_checkpoint
 from .host_memory import tune_host_allocator
 from .infer import optimize_for_inference
 from .models import ResNet, ResNetConfig, create_model, list_models
-
-# The functions shadow the `reslab.train` package attribute on purpose: `reslab.train(...)` trains;
-# submodules stay importable as `from reslab.train.engine import ...`.
-from .train.api import evaluate, predict, train  # noqa: E402
+from .training.api import train
 
 __version__ = "0.1.0"
 

@@ -2,7 +2,7 @@ import os
 import sys
 
 from .cli import main
-from .train.distributed import launched_by_torchrun
+from .training.distributed import launched_by_torchrun
 
 code = main()
 if launched_by_torchrun():

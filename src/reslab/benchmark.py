@@ -174,7 +174,7 @@ def _train_contenders(
 ) -> tuple[list[Contender], dict[str, object]]:
     from torchvision import transforms
 
-    from .train.step import make_train_step
+    from .training.step import make_train_step
 
     size = images.shape[-1]
     pad = max(1, size // 8)

@@ -19,10 +19,10 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data import DataBundle, DeviceBatches, load_data
 from ..errors import ReslabError
 from ..models import ResNet, create_model, resolve_config
-from ..train.checkpoint import load_checkpoint, model_from_checkpoint
 from .results import columnwise_mean_std, mean_std, require_at_least_one
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

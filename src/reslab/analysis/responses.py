@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data import DataBundle, DeviceBatches, load_data
 from ..errors import ReslabError
 from ..models import ResNet
-from ..train.checkpoint import load_checkpoint, model_from_checkpoint
 from .results import columnwise_mean_std
 from .runs import TrainingSettings, train_or_resume
 

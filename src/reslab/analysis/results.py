@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ReslabError
-from ..train.run_dir import write_json
+from ..training.run_dir import write_json
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

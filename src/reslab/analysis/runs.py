@@ -12,8 +12,8 @@ from rich.console import Console
 
 from ..errors import ReslabError
 from ..precision import resolve_device, resolve_precision
-from ..train.recipes import check_overrides
-from ..train.run_dir import read_metrics
+from ..training.recipes import check_overrides
+from ..training.run_dir import read_metrics
 from .results import require_at_least_one
 
 # Chosen by measurement on digits (README, "The papers' experiments"): long enough for ResNet-56 to
@@ -109,7 +109,9 @@ def train_or_resume(
 ) -> dict[str, Any]:
     """Train `model` into run_dir, or reuse it: test.json present = finished (read back), last.pt present
     = interrupted (resumed with reslab.train(resume=...)). Returns {run_dir, metrics, test, config}."""
-    from ..train.api import train  # imported late: the training engine is heavy and not needed for --replot
+    from ..training.api import (
+        train,  # imported late: the training engine is heavy and not needed for --replot
+    )
 
     run_dir = Path(run_dir)
     options = dict(model_options or {})

@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ..train.evaluate_predict import evaluate
-    from ..train.run_dir import plot_confusion
+    from ..evaluate import evaluate
+    from ..training.run_dir import plot_confusion
 
     result = evaluate(
         args.checkpoint,

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from ..train.evaluate_predict import predict
+    from ..evaluate import predict
 
     results = predict(
         args.checkpoint,

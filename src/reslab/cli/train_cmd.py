@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..train.lr_scaling import LR_SCALING_RULES
-from ..train.recipes import RECIPES, SCHEDULES
+from ..training.lr_scaling import LR_SCALING_RULES
+from ..training.recipes import RECIPES, SCHEDULES
 from .output import console
 
 
@@ -112,11 +112,11 @@ def worker_argv(args: argparse.Namespace, parser: argparse.ArgumentParser) -> li
 
 def run_train(args: argparse.Namespace) -> int:
     if args.nproc is not None:
-        from ..train.launch import launch
+        from ..training.launch import launch
 
         return launch(args.nproc, worker_argv(args, args._parser))
 
-    from ..train.api import train
+    from ..training.api import train
 
     try:
         train(

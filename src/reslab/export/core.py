@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path
+from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..errors import ReslabError
-from ..train.checkpoint import load_checkpoint, model_from_checkpoint
 from . import formats
 from .verify import compare, input_shape, sample_batch
 

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import DeviceBatches, Split
-from ..precision import Precision
+from .data import DeviceBatches, Split
+from .precision import Precision
 
 
 def evaluate_split(

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoint import read_torch_file
 from ..errors import ReslabError
-from .checkpoint import read_torch_file
 
 
 def load_finetune_weights(model: nn.Module, path: str | Path) -> list[str]:

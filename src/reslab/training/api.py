@@ -1,5 +1,4 @@
-"""The public training API: `train` (the CLI calls exactly this); `evaluate` and `predict` live in
-evaluate_predict.py and are re-exported here."""
+"""The public training API: `train` (the CLI calls exactly this)."""
 
 from __future__ import annotations
 
@@ -15,23 +14,22 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from ..checkpoint import load_checkpoint
 from ..data import load_data
 from ..errors import ReslabError
 from ..host_memory import host_allocator_tuned, tune_host_allocator
 from ..models import create_model
 from ..models.zoo import resolve_config
 from ..precision import resolve_device, resolve_precision
-from .checkpoint import load_checkpoint
+from ..split_metrics import evaluate_split
 from .distributed import DistContext, convert_sync_batchnorm, distributed_config, session, wrap_ddp
 from .engine import Trainer
-from .evaluate_predict import evaluate, predict
-from .evaluation import evaluate_split
 from .finetune import load_finetune_weights
 from .progress import RunProgress
 from .recipes import Overrides, TrainConfig, check_overrides, resolve_recipe, steps_per_epoch
 from .run_dir import default_run_dir, plot_curves, write_json
 
-__all__ = ["RunResult", "evaluate", "predict", "train"]
+__all__ = ["RunResult", "train"]
 
 # What a resumed run takes from its checkpoint. Giving one of these with --resume is refused (the run
 # would silently not use it); quiet, threads, download and the number of processes may change, since

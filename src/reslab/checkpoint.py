@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_write
-from ..errors import ReslabError
-from ..models import ResNet, ResNetConfig, build_model
+from .atomic import atomic_write
+from .errors import ReslabError
+from .models import ResNet, ResNetConfig, build_model
 
 FORMAT = "reslab-checkpoint"
 VERSION = 1

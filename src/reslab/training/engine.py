@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checkpoint import model_payload, save_checkpoint
 from ..data import DataBundle, DeviceBatches
 from ..errors import DivergedError, ReslabError
 from ..precision import Precision
-from .checkpoint import model_payload, save_checkpoint
+from ..split_metrics import evaluate_split
 from .distributed import DistContext, mark_quiet
-from .evaluation import evaluate_split
 from .progress import RunProgress
 from .recipes import LRSchedule, TrainConfig, make_optimizer, make_scheduler
 from .run_dir import write_metrics

@@ -12,11 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import load_data, normalise
-from ..errors import ReslabError
-from ..precision import Precision, resolve_device, resolve_precision
 from .checkpoint import load_checkpoint, model_from_checkpoint
-from .evaluation import evaluate_split
+from .data import load_data, normalise
+from .errors import ReslabError
+from .precision import Precision, resolve_device, resolve_precision
+from .split_metrics import evaluate_split
 
 EVAL_BATCH_SIZE = 500
 
@@ -43,7 +43,7 @@ def _inference_model(
     model: nn.Module, example: torch.Tensor, prec: Precision, dev: torch.device, fast: bool, workload: int
 ) -> nn.Module:
     if fast:
-        from ..infer import optimize_for_inference
+        from .infer import optimize_for_inference
 
         return optimize_for_inference(model, example, precision=prec.name, device=dev, workload=workload)
     return model.to(memory_format=torch.channels_last) if prec.channels_last else model
@@ -119,7 +119,7 @@ def predict(
     """Top-k classes with probabilities for each image file, read and normalised as training saw data.
     precision None: the one the checkpoint was trained in (as `evaluate`). fast:
     reslab.infer.optimize_for_inference (never compiles for a handful of images)."""
-    from ..data.images import read_image
+    from .data.images import read_image
 
     if topk < 1:
         raise ReslabError(f"--topk must be at least 1, got {topk}")
