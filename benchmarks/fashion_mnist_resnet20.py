@@ -53,8 +53,11 @@ def main() -> None:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
-        "precision": result.config["precision"],
-        "threads": result.config["environment"]["threads"],
+        "precision": {
+            "precision": result.config.precision.precision,
+            "channels_last": result.config.precision.channels_last,
+        },
+        "threads": result.config.device.threads,
         "test_accuracy": round(result.test["accuracy"], 4),
         "test_n": result.test["n"],
         "best_val_error": round(result.best_val_error, 4),

@@ -119,8 +119,8 @@ def main() -> None:
         "threads": args.threads or "default",
         # The whole process: the uint8 data set (once), model, optimiser, activations.
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "device": str(result.config["device"]),
-        "cuda_device": result.config["environment"]["cuda_device"],
+        "device": result.config.device.device,
+        "cuda_device": result.config.environment.cuda_device,
         "torch": torch.__version__,
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

@@ -6,19 +6,20 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from analysis_helpers import one_thread  # noqa: F401 (autouse fixture)
 from data_writers import write_image
 
-from reslab.analysis.plots import plot_ablation, plot_degradation, plot_responses
 from reslab.analysis.responses import layer_response_std
 from reslab.analysis.runs import DEFAULT_BATCH_SIZE
 from reslab.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from reslab.cli import main
 from reslab.data import load_data
 from reslab.models import create_model
+from reslab.plots import plot_ablation, plot_degradation, plot_responses
 from reslab.training.recipes import steps_per_epoch
 from reslab.training.run_dir import read_metrics
 from reslab.training.step import TrainStep
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAST = ["--epochs", "1", "--precision", "fp32"]
 
@@ -211,7 +212,7 @@ def test_ablation_five_placements_beside_a_degradation(degradation_dir, tmp_path
     assert (out / "ablation.png").is_file()
     for r in results["runs"]:
         config = json.loads((out / "runs" / f"resnet8-{r['order']}-seed0" / "config.json").read_text())
-        assert config["model_config"]["order"] == r["order"]
+        assert config["model"]["config"]["order"] == r["order"]
     assert "full pre-activation" in capsys.readouterr().out
     fig = plot_ablation(results)
     bars = fig.axes[1]

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from analysis_helpers import one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 from reslab.analysis.gradients import (
@@ -15,9 +14,11 @@ from reslab.analysis.gradients import (
     gradients_at_init,
     init_model,
 )
-from reslab.analysis.plots import plot_gradients
 from reslab.cli import main
 from reslab.data import load_data
+from reslab.plots import plot_gradients
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 WEIGHTS = (0.7, -1.3, 0.9)  # the three units' scalar (1x1 conv) weights
 HEAD_W = np.array([1.5, -0.5])

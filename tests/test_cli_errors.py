@@ -112,7 +112,8 @@ def _other_architecture(tmp_path, checkpoint):
     payload = load_checkpoint(checkpoint)
     payload.pop("path")
     payload["model_config"] = reslab.create_model("resnet14", in_chans=1, num_classes=10).config.to_dict()
-    payload["train_config"] = dict(payload["train_config"], model="resnet14")
+    run = payload["run_config"]
+    payload["run_config"] = {**run, "model": {**run["model"], "name": "resnet14"}}
     return save_checkpoint(tmp_path / "other.pt", payload)
 
 

@@ -98,7 +98,7 @@ def test_auto_training_is_bf16_and_writes_a_run_that_loads_on_the_cpu(cuda_run):
         assert (cuda_run / name).is_file(), name
     config = json.loads((cuda_run / "config.json").read_text())
     assert config["precision"] == {"precision": "bf16", "channels_last": True}
-    assert config["device"] == "cuda"
+    assert config["device"]["device"] == "cuda"
     assert config["environment"]["cuda_device"] == torch.cuda.get_device_name()
     rows = read_metrics(cuda_run)
     assert [r["epoch"] for r in rows] == [1, 2, 3] and all(math.isfinite(r["train_loss"]) for r in rows)
@@ -133,7 +133,7 @@ def test_fp16_trains_through_the_grad_scaler_and_an_interrupted_run_resumes_on_c
 
 def test_compiled_training_runs_an_epoch(tmp_path):
     result = reslab.train(model="resnet8", epochs=1, batch_size=128, compile=True, out=tmp_path / "c", **CUDA)
-    assert result.config["compile"] is True and result.config["precision"]["precision"] == "bf16"
+    assert result.config.model.compile is True and result.config.precision.precision == "bf16"
     assert math.isfinite(result.metrics[0]["train_loss"]) and result.test["n"] == 359
 
 
@@ -242,7 +242,7 @@ def test_nproc_1_trains_over_nccl_with_sync_bn(tmp_path, capfd):
     code = main([*argv, "--batch-size", "128", "--quiet", "--out", str(out)])
     assert code == 0, capfd.readouterr().err
     config = json.loads((out / "config.json").read_text())
-    assert config["device"] == "cuda:0"  # the rank's own GPU
+    assert config["device"]["device"] == "cuda:0"  # the rank's own GPU
     dist_info = config["distributed"]
     assert dist_info["world_size"] == 1 and "nccl" in dist_info["backend"] and dist_info["sync_bn"] is True
     assert json.loads((out / "test.json").read_text())["n"] == 359

@@ -99,10 +99,10 @@ def test_predict_cli_converts_colour_and_size(run, digit_pngs, tmp_path, capsys)
 def test_fine_tuning_replaces_the_classifier(run, tmp_path):
     # digits has 10 classes; keep only 5 via a folder data set would need images: instead check the
     # weights load into a model with a different head through the API used by --weights.
-    from reslab.training.finetune import load_finetune_weights
+    from reslab.weights import load_weights
 
     model = reslab.create_model("resnet8", in_chans=1, num_classes=5)
-    skipped = load_finetune_weights(model, run / "best.pt")
+    skipped = load_weights(model, run / "best.pt", new_classifier=True)
     assert skipped == ["fc.weight", "fc.bias"]
     trained = load_checkpoint(run / "best.pt")["model"]
     assert torch.equal(model.state_dict()["conv1.weight"], trained["conv1.weight"])
@@ -110,7 +110,7 @@ def test_fine_tuning_replaces_the_classifier(run, tmp_path):
         model="resnet8", epochs=1, batch_size=64, precision="fp32", device="cpu", quiet=True,
         weights=run / "best.pt", out=tmp_path / "ft",
     )  # fmt: skip
-    assert result.config["weights"] == str(run / "best.pt")
+    assert result.config.model.weights == str(run / "best.pt")
     assert result.test["accuracy"] > 0.5
 
 

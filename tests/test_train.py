@@ -45,7 +45,7 @@ def test_short_run_learns_and_writes_the_run_directory(tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["precision"] == {"precision": "fp32", "channels_last": False}
     assert config["train"]["epochs"] == 3 and config["train"]["batch_size"] == 32
-    assert config["model_config"]["in_chans"] == 1 and config["model_config"]["num_classes"] == 10
+    assert config["model"]["config"]["in_chans"] == 1 and config["model"]["config"]["num_classes"] == 10
     assert config["train"]["label_smoothing"] == 0.0 and config["train"]["random_erase"] == 0.0
     # A CPU run keeps freed host memory for reuse (reslab.host_memory) wherever glibc allows it.
     assert config["environment"]["host_allocator_tuned"] is (platform.libc_ver()[0] == "glibc")
@@ -227,15 +227,6 @@ def test_schedules_rise_and_fall():
     assert imagenet.extra["lr_scaling"]["applied"] and "augment" not in imagenet.extra  # no false record
     step = LRSchedule(imagenet, 9000)
     assert [step.lr_at(s) for s in (0, 2999, 3000, 6000)] == pytest.approx([0.2, 0.2, 0.02, 0.002])
-
-
-@pytest.fixture
-def one_thread():
-    # Tiny tensors: a second OpenMP thread only adds waiting on this shared 2-core machine.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 def test_train_step_accumulates_on_the_device_without_syncing(one_thread, monkeypatch):

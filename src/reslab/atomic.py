@@ -8,11 +8,12 @@ the folder is fsynced so the rename itself survives a power cut.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .errors import ReslabError
 
@@ -60,6 +61,11 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> Path:
+    """`data` as indented JSON (one space), atomically replacing `path`."""
+    return atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def _fsync_dir(folder: Path) -> None:

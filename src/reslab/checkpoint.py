@@ -1,15 +1,16 @@
 """Checkpoints: one dict of tensors and plain values, written atomically, read with weights_only=True.
 
-Layout (version 1):
-  format: "reslab-checkpoint", version: 1
+Layout (version 2):
+  format: "reslab-checkpoint", version: 2
   model_name: str, model_config: ResNetConfig.to_dict(), model: state_dict
   data: dict describing the input the model expects (spec, class_names, in_chans, image_size, mean, std, ...)
-  optional training state: train_config, optimizer, scheduler, epoch, step, rng, best_val_error, ...
+  run_config: RunConfig.to_dict() of the run that wrote it (absent in bare weights)
+  optional training state: optimizer, scheduler, grad_scaler, epoch, step, rng, best_val_error, ...
+Version 1 (reslab 0.1) kept the run's settings as an untyped dict under `train_config`; it still loads.
 """
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,46 +19,17 @@ import torch
 from .atomic import atomic_write
 from .errors import ReslabError
 from .models import ResNet, ResNetConfig, build_model
+from .run_config import RunConfig
+from .weights import read_torch_file
 
 FORMAT = "reslab-checkpoint"
-VERSION = 1
+VERSION = 2
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write payload to path atomically (reslab.atomic: temp file, fsync, rename over)."""
     payload = {"format": FORMAT, "version": VERSION, **payload}
     return atomic_write(path, lambda handle: torch.save(payload, handle))
-
-
-def read_torch_file(path: Path, what: str, map_location: str | torch.device = "cpu") -> Any:
-    """torch.load(weights_only=True); a file it cannot read is a one-line ReslabError saying why."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated zips, pickles that would run code, files of another kind
-        raise ReslabError(f"cannot read {what} {str(path)!r}: {_why_unreadable(path, exc)}") from None
-
-
-def _why_unreadable(path: Path, exc: Exception) -> str:
-    text = str(exc).strip()
-    if "weights_only" in text or "Unsupported global" in text:
-        return "it holds Python objects that weights-only loading refuses to run"
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                is_torch = any(name.endswith("/data.pkl") for name in archive.namelist())
-        except (zipfile.BadZipFile, OSError):
-            is_torch = True
-        if not is_torch:
-            return "it is a zip archive but not a PyTorch checkpoint (no data.pkl in it)"
-        first = text.splitlines()[0] if text else type(exc).__name__
-        return f"the zip archive is corrupt ({first.split('. ')[0]})"
-    if head == b"PK\x03\x04":
-        return "the file is truncated or corrupt (its zip archive has no end; was the copy interrupted?)"
-    if head[:1] == b"\x80":  # a pickle: torch's legacy (pre-1.6) format, which torch.load still reads
-        return text.splitlines()[0] if text else type(exc).__name__
-    return "it is not a PyTorch checkpoint (not a zip archive)"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -79,6 +51,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     payload["path"] = str(path)
     return payload
+
+
+def run_config_of(payload: dict[str, Any]) -> RunConfig | None:
+    """The run configuration a checkpoint was trained with (either format), None for bare weights."""
+    stored = payload.get("run_config", payload.get("train_config"))
+    if stored is None:
+        return None
+    try:
+        return RunConfig.from_dict(stored)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReslabError(
+            f"checkpoint {payload.get('path', '')!r} has an unreadable run configuration ({exc})"
+        ) from None
 
 
 def model_payload(model: ResNet) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, model_from_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint, run_config_of
 from .data import load_data, normalise
 from .errors import ReslabError
 from .precision import Precision, resolve_device, resolve_precision
@@ -33,7 +33,8 @@ def _precision(payload: dict[str, Any], precision: str | None, dev: torch.device
     """`precision`, else the one the run trained (and validated) in, so `eval` repeats test.json; auto
     where that one cannot run here (fp16 off CUDA)."""
     if precision is None:
-        precision = payload.get("train_config", {}).get("precision", {}).get("precision", "auto")
+        trained = run_config_of(payload)
+        precision = trained.precision.precision if trained is not None else "auto"
         if precision == "fp16" and dev.type != "cuda":
             precision = "auto"
     return resolve_precision(precision, dev)
@@ -69,7 +70,8 @@ def evaluate(
     payload, model = _checkpoint_and_model(checkpoint, dev)
     prec = _precision(payload, precision, dev)
     info = payload["data"]
-    seed = int(payload.get("train_config", {}).get("seed", 0))
+    trained = run_config_of(payload)
+    seed = trained.seed if trained is not None else 0
     spec = data or info["spec"]
     bundle = load_data(spec, seed=seed, download=download)
     _check_fits(spec, bundle.in_chans, bundle.image_size, bundle.num_classes, info)
@@ -122,7 +124,7 @@ def predict(
     from .data.images import read_image
 
     if topk < 1:
-        raise ReslabError(f"--topk must be at least 1, got {topk}")
+        raise ReslabError(f"topk must be at least 1, got {topk}", params=("topk",))
     if not images:
         raise ReslabError("no images given")
     dev = resolve_device(device)

@@ -35,7 +35,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ReslabError("--device cuda: no CUDA device is available; use --device cpu")
+        raise ReslabError("device cuda: no CUDA GPU is available; use device cpu", params=("device",))
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise ReslabError(f"unknown device {name!r}; choose auto, cpu or cuda")
     return torch.device(name)
@@ -113,6 +113,8 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
         else:
             name = "bf16" if cpu_has_fast_bf16() else "fp32"
     if name == "fp16" and device_type != "cuda":
-        raise ReslabError("--precision fp16 needs a CUDA device; on a CPU use bf16 (or auto)")
+        raise ReslabError(
+            "precision fp16 needs a CUDA device; on a CPU use bf16 (or auto)", params=("precision",)
+        )
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
     return Precision(name, device_type, dtype, channels_last=dtype is not None)

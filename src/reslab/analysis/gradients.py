@@ -7,6 +7,7 @@ norms over a few fixed batches, so every model sees exactly the same inputs.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -23,7 +24,9 @@ from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data import DataBundle, DeviceBatches, load_data
 from ..errors import ReslabError
 from ..models import ResNet, create_model, resolve_config
-from .results import columnwise_mean_std, mean_std, require_at_least_one
+from ..plots import plot_gradients
+from ..stats import columnwise_mean_std, mean_std
+from .results import Experiment, Results, checkpoint_key, require_at_least_one
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -225,10 +228,7 @@ def gradients_of_checkpoints(
                 f"{model.config.num_classes} classes, but {spec!r} has {bundle.in_chans} and "
                 f"{bundle.num_classes}; pass the --data it was trained on"
             )
-        key = model.config.name or "model"
-        if key in models:
-            key = f"{key} ({Path(payload['path']).parent.name})"
-        models[key] = {
+        models[checkpoint_key(models, model.config.name or "model", payload["path"])] = {
             "model": model.config.name,
             "bn": True,
             "residual": model.config.residual,
@@ -259,3 +259,62 @@ def print_table(results: dict[str, Any], console: Console) -> None:
             ratio,
         )
     console.print(table)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", nargs="+", default=["plain56", "resnet56"])
+    parser.add_argument("--data", default=None, help="data spec (default digits, or the checkpoints' data)")
+    parser.add_argument(
+        "--at", nargs="+", default=["init"], metavar="init|CKPT", help="init (default) or checkpoint files"
+    )
+    parser.add_argument("--no-bn", action="store_true", help="only the nets with BN removed")
+    parser.add_argument(
+        "--zero-init-residual",
+        action="store_true",
+        help="add residual nets whose branches start at zero (last BN weight, or last conv without BN)",
+    )
+    parser.add_argument("--batches", type=int, default=4, help="batches to average over (default 4)")
+    parser.add_argument("--batch-size", type=int, default=128)
+
+
+def _run_command(args: argparse.Namespace, _out: Path, _console: Console) -> Results:
+    checkpoints = [a for a in args.at if a != "init"]
+    if checkpoints and len(checkpoints) != len(args.at):
+        raise ReslabError("--at takes either init or checkpoint files, not both")
+    if checkpoints:
+        if args.no_bn or args.zero_init_residual:
+            raise ReslabError("--no-bn and --zero-init-residual change the initialisation; use --at init")
+        results = gradients_of_checkpoints(
+            checkpoints, args.data, num_batches=args.batches, batch_size=args.batch_size
+        )
+    else:
+        results = gradients_at_init(
+            args.models,
+            load_data(args.data or "digits"),
+            bn_modes=(False,) if args.no_bn else (True, False),
+            zero_init=args.zero_init_residual,
+            seeds=args.seeds,
+            num_batches=args.batches,
+            batch_size=args.batch_size,
+        )
+    results["settings"] = {
+        "at": "checkpoints" if checkpoints else "init",
+        "data": args.data or ("from checkpoints" if checkpoints else "digits"),
+        "seeds": 1 if checkpoints else args.seeds,
+        "batches": args.batches,
+        "batch_size": args.batch_size,
+    }
+    return results
+
+
+EXPERIMENT = Experiment(
+    name="gradients",
+    help="loss-gradient norm at each unit and conv weight, with and without BN",
+    results_file="gradients.json",
+    entries="models",
+    needed_keys=frozenset({"unit_grad_norm", "weight_grad_norm", "first_last_ratio"}),
+    add_arguments=_add_arguments,
+    run=_run_command,
+    table=print_table,
+    plot=plot_gradients,
+)

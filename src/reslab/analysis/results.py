@@ -1,34 +1,100 @@
-"""Shared by the experiments: mean ± std over seeds, and results files written atomically."""
+"""What the experiments share: their description (`Experiment`: a command, a results file, a table and a
+plot), their results files, JSON read back in one line or not at all, and mean ± std as the tables print it."""
 
 from __future__ import annotations
 
+import argparse
 import json
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..atomic import write_json
 from ..errors import ReslabError
-from ..training.run_dir import write_json
+from ..stats import mean_std
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from rich.console import Console
+
+Results = dict[str, Any]
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    if not values:
-        raise ValueError("mean_std of no values")
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return mean, 0.0
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var)
+@dataclass(frozen=True)
+class Experiment:
+    """One of the papers' experiments, described beside its compute and run by `reslab <name>`.
+
+    `add_arguments` adds the command's own flags (the CLI adds --out, --seeds and --replot to every one);
+    `run(args, out, console)` computes the results dict, which is saved as `results_file` under --out
+    (a file per experiment, so experiments can share --out); `table` and `plot` read only that dict.
+    --replot reads the file back and needs in it `entries` (the top-level key: a list of runs or a dict of
+    models), each entry holding `needed_keys` (what the table and the plot read).
+    """
+
+    name: str
+    help: str
+    results_file: str
+    entries: str
+    needed_keys: frozenset[str]
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Path, Console], Results]
+    table: Callable[[Results, Console], None]
+    plot: Callable[[Results], Figure]
+
+    @property
+    def default_out(self) -> str:
+        return f"runs/{self.name}"
+
+    def results_path(self, out: str | Path) -> Path:
+        return Path(out) / self.results_file
+
+    def save_results(self, out: str | Path, results: Results) -> Path:
+        """Write the results file, marked with the experiment's name for --replot to check."""
+        return write_json(self.results_path(out), {"experiment": self.name, **results})
+
+    def read_results(self, out: str | Path) -> Results:
+        """The saved results, for --replot: one line, never a traceback, when the file is missing,
+        unreadable, another experiment's, or lacks what the table and the plot read."""
+        path = self.results_path(out)
+        if not path.is_file():
+            raise ReslabError(
+                f"no saved {self.name} results at {str(path)!r}; run the experiment first (without --replot)"
+            )
+        data = read_json(path)
+        found = data.get("experiment", self.name) if isinstance(data, dict) else self.name
+        if found != self.name:
+            raise ReslabError(f"{str(path)!r} holds {found} results, not {self.name} results; check --out")
+        entries = data.get(self.entries) if isinstance(data, dict) else None
+        entries = (
+            list(entries.values()) if isinstance(entries, dict) and self.entries == "models" else entries
+        )
+        if (
+            not isinstance(entries, list)
+            or not entries
+            or not all(isinstance(e, dict) and self.needed_keys <= set(e) for e in entries)
+        ):
+            raise ReslabError(
+                f"{str(path)!r} is not a {self.name} results file (it needs {self.entries!r} entries with "
+                f"{', '.join(sorted(self.needed_keys))}); check --out"
+            )
+        return data
 
 
-def columnwise_mean_std(rows: Sequence[Sequence[float]]) -> tuple[list[float], list[float]]:
-    """Per-position mean and std of equally long sequences (one per seed)."""
-    if not rows or any(len(r) != len(rows[0]) for r in rows):
-        raise ValueError("columnwise_mean_std needs equally long, non-empty rows")
-    pairs = [mean_std([r[i] for r in rows]) for i in range(len(rows[0]))]
-    return [m for m, _ in pairs], [s for _, s in pairs]
+def read_json(path: Path, advice: str = "") -> Any:
+    """A JSON file's content; a missing, unreadable or malformed file is one ReslabError line (ending in
+    `advice`, what to do about it, when given)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if advice:
+            raise ReslabError(f"cannot read {str(path)!r} ({exc}); {advice}") from None
+        raise ReslabError(f"cannot read {str(path)!r}: {exc}") from None
+
+
+def checkpoint_key(taken: dict[str, Any], name: str, checkpoint_path: str) -> str:
+    """A model's key in a results file: its name, with its run folder when another checkpoint has it too."""
+    return f"{name} ({Path(checkpoint_path).parent.name})" if name in taken else name
 
 
 def format_pm(values: Sequence[float], percent: bool = True, digits: int = 2) -> str:
@@ -44,60 +110,3 @@ def require_at_least_one(flag: str, value: int) -> None:
     """The experiments' counts (--seeds, --epochs, --batches, ...) must be positive."""
     if value < 1:
         raise ReslabError(f"{flag} must be at least 1, got {value}")
-
-
-# Each experiment's results file, and what --replot needs in it: the top-level key and, in each of its
-# entries, the keys the table and the plot read. Files are per experiment, so experiments can share --out.
-RESULT_FILES = {
-    "degradation": "results.json",
-    "gradients": "gradients.json",
-    "responses": "responses.json",
-    "ablation": "ablation.json",
-}
-_NEEDED = {
-    "degradation": ("runs", {"kind", "depth", "seed", "train_error", "val_error", "test_error", "curve"}),
-    "ablation": ("runs", {"order", "seed", "train_error", "val_error", "test_error", "curve"}),
-    "gradients": ("models", {"unit_grad_norm", "weight_grad_norm", "first_last_ratio"}),
-    "responses": ("models", {"std", "std_sorted"}),
-}
-
-
-def results_path(out: str | Path, experiment: str) -> Path:
-    return Path(out) / RESULT_FILES[experiment]
-
-
-def save_results(out: str | Path, experiment: str, results: dict[str, Any]) -> Path:
-    """Write an experiment's results file, marked with the experiment's name for --replot to check."""
-    path = results_path(out, experiment)
-    write_json(path, {"experiment": experiment, **results})
-    return path
-
-
-def read_results(out: str | Path, experiment: str) -> dict[str, Any]:
-    """Load an experiment's saved results for --replot: one line, never a traceback, when the file is
-    missing, unreadable, another experiment's, or lacks what the plot needs."""
-    path = results_path(out, experiment)
-    if not path.is_file():
-        raise ReslabError(
-            f"no saved {experiment} results at {str(path)!r}; run the experiment first (without --replot)"
-        )
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReslabError(f"cannot read {str(path)!r}: {exc}") from None
-    found = data.get("experiment", experiment) if isinstance(data, dict) else experiment
-    if found != experiment:
-        raise ReslabError(f"{str(path)!r} holds {found} results, not {experiment} results; check --out")
-    key, fields = _NEEDED[experiment]
-    entries = data.get(key) if isinstance(data, dict) else None
-    entries = list(entries.values()) if isinstance(entries, dict) and key == "models" else entries
-    if (
-        not isinstance(entries, list)
-        or not entries
-        or not all(isinstance(e, dict) and fields <= set(e) for e in entries)
-    ):
-        raise ReslabError(
-            f"{str(path)!r} is not a {experiment} results file (it needs {key!r} entries with "
-            f"{', '.join(sorted(fields))}); check --out"
-        )
-    return data

@@ -3,7 +3,7 @@ skipped when finished, resumed when not."""
 
 from __future__ import annotations
 
-import json
+import argparse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -12,9 +12,9 @@ from rich.console import Console
 
 from ..errors import ReslabError
 from ..precision import resolve_device, resolve_precision
-from ..training.recipes import check_overrides
+from ..run_config import RunConfig, check_setting
 from ..training.run_dir import read_metrics
-from .results import require_at_least_one
+from .results import read_json, require_at_least_one
 
 # Chosen by measurement on digits (README, "The papers' experiments"): long enough for ResNet-56 to
 # reach ResNet-20's training error on every seed tried, short enough that plain-56 has not yet caught
@@ -44,18 +44,38 @@ class TrainingSettings:
     def __post_init__(self) -> None:
         require_at_least_one("--seeds", self.seeds)
         # The training flags get the same one-line checks as `reslab train` (all of them, --lr included).
-        check_overrides("default", epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
+        for name in ("epochs", "batch_size", "lr"):
+            check_setting(name, getattr(self, name))
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as the results files record them (the device is where they ran, not a setting)."""
         return {key: value for key, value in asdict(self).items() if key != "device"}
 
 
+def add_training_arguments(parser: argparse.ArgumentParser, epochs: str = "epochs per run") -> None:
+    """The flags of the experiments that train: TrainingSettings but --seeds (every experiment has it)."""
+    parser.add_argument("--data", default="digits", help="data spec (default digits)")
+    parser.add_argument("--epochs", type=int, default=None, help=f"{epochs} (default {DEFAULT_EPOCHS})")
+    parser.add_argument("--batch-size", type=int, default=None, help=f"default {DEFAULT_BATCH_SIZE}")
+    parser.add_argument("--lr", type=float, default=None, help=f"peak lr (default {DEFAULT_LR})")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
+
+
+def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
+    """The settings those flags (and --seeds) ask for; a flag left out (None) keeps the default."""
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    return TrainingSettings(
+        data=args.data,
+        seeds=args.seeds,
+        device=args.device,
+        precision=args.precision,
+        **{key: value for key, value in given.items() if value is not None},
+    )
+
+
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReslabError(f"cannot read {str(path)!r} ({exc}); delete {path.parent} and run again") from None
+    return read_json(path, advice=f"delete {path.parent} and run again")
 
 
 def _check_same_settings(
@@ -65,17 +85,21 @@ def _check_same_settings(
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         return
-    config = _read_json(config_path)
-    recipe = config.get("train", {})
+    try:
+        config = RunConfig.from_dict(_read_json(config_path))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReslabError(
+            f"cannot read {str(config_path)!r} ({exc}); delete {run_dir} and run again"
+        ) from None
     found = {
-        "model": config.get("model"),
-        "data": config.get("data"),
-        "seed": config.get("seed"),
-        "model_options": config.get("model_options"),
-        "precision": config.get("precision", {}).get("precision"),
-        "epochs": recipe.get("epochs"),
-        "batch_size": recipe.get("batch_size"),
-        "lr": recipe.get("lr"),
+        "model": config.model.name,
+        "data": config.data.spec,
+        "seed": config.seed,
+        "model_options": config.model.options,
+        "precision": config.precision.precision,
+        "epochs": config.train.epochs,
+        "batch_size": config.train.batch_size,
+        "lr": config.train.lr,
     }
     wanted = {
         "model": model,

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate
-    from ..training.run_dir import plot_confusion
+    from ..plots import plot_confusion
 
     result = evaluate(
         args.checkpoint,

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with the PyTorch fp32 model. Exit 1 if the check fails (the file is then not written).",
     )
     parser.add_argument("checkpoint", help="a checkpoint file or a run directory (best.pt, else last.pt)")
-    parser.add_argument("--format", "-f", default="onnx", choices=FORMATS, help="default: onnx")
+    parser.add_argument("--format", "-f", dest="fmt", default="onnx", choices=FORMATS, help="default: onnx")
     parser.add_argument(
         "--out",
         "-o",
@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> int:
     report = export_checkpoint(
         args.checkpoint,
-        args.format,
+        args.fmt,
         out=args.out,
         dynamic_batch=args.dynamic_batch,
         opset=args.opset,

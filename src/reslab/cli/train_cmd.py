@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from dataclasses import fields
 
-from ..training.lr_scaling import LR_SCALING_RULES
-from ..training.recipes import RECIPES, SCHEDULES
+from ..errors import error_line
+from ..run_config import LR_SCALING_RULES, RECIPE_OVERRIDES, RECIPES, SCHEDULES, TrainRequest
 from .output import console
 
 
@@ -18,6 +20,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "curves.png to the run directory. Unset numbers come from the recipe. --resume continues a run with "
         "its own settings: only --quiet, --threads, --download and --nproc may come with it.",
     )
+    # In --help order: what to train and how, where it runs, then several processes and regularisation.
+    _add_model_data_and_recipe(p)
+    _add_run_options(p)
+    _add_processes_and_regularisation(p)
+    p.set_defaults(func=run_train)
+
+
+def _add_model_data_and_recipe(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name (see `reslab models`); default resnet20")
     p.add_argument(
         "--data",
@@ -40,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="default auto: bf16 + channels_last on CUDA and on CPUs with AMX/AVX512-BF16, else fp32",
     )
     p.add_argument("--seed", type=int, help="default 0")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run directory (default runs/<model>-<data>-<timestamp>)")
     p.add_argument(
         "--resume",
@@ -62,6 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="CPU threads (default: 1 for images up to 16x16, where more only add overhead)",
     )
+
+
+def _add_processes_and_regularisation(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--nproc",
         type=int,
@@ -93,57 +109,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="probability of erasing one random rectangle of each training image, on the device "
         "(Zhong et al. 2017; torchvision's scale/ratio; default 0)",
     )
-    p.set_defaults(func=run_train, _parser=p)
 
 
-def worker_argv(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
-    """The `reslab train` command line of `args`, without --nproc: what each launched process runs."""
-    argv = ["-m", "reslab", "train"]
-    for action in parser._actions:
-        if not action.option_strings or action.dest in ("help", "nproc"):
-            continue
-        value = getattr(args, action.dest, None)
-        if value is None or value is False or value == action.default:
-            continue
-        flag = max(action.option_strings, key=len)
-        argv += [flag] if value is True else [flag, str(value)]
-    return argv
+# The options that are training settings: TrainRequest's fields and the recipe overrides, by dest.
+SETTINGS = tuple(f.name for f in fields(TrainRequest) if f.name != "overrides") + RECIPE_OVERRIDES
+
+
+def worker_argv(argv: list[str]) -> list[str]:
+    """The `reslab train` command line each launched process runs: the same words without --nproc."""
+    words: list[str] = []
+    skip_value = False
+    for word in argv:
+        name = word.split("=", 1)[0]
+        if skip_value:
+            skip_value = False
+        elif len(name) > 2 and "--nproc".startswith(name):  # argparse accepts unique prefixes too
+            skip_value = "=" not in word
+        else:
+            words.append(word)
+    return ["-m", "reslab", *words]
 
 
 def run_train(args: argparse.Namespace) -> int:
     if args.nproc is not None:
         from ..training.launch import launch
 
-        return launch(args.nproc, worker_argv(args, args._parser))
+        return launch(args.nproc, worker_argv(args.argv))
 
     from ..training.api import train
 
+    settings = {name: getattr(args, name) for name in SETTINGS if hasattr(args, name)}
     try:
         train(
-            model=args.model,
-            data=args.data,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            schedule=args.schedule,
-            warmup_steps=args.warmup_steps,
-            weight_decay=args.weight_decay,
-            precision=args.precision,
-            seed=args.seed,
-            out=args.out,
             resume=args.resume,
-            device=args.device,
-            recipe=args.recipe,
             quiet=args.quiet,
-            compile=args.compile,
-            weights=args.weights,
-            download=args.download,
-            threads=args.threads,
-            sync_bn=args.sync_bn,
-            lr_scaling=args.lr_scaling,
-            label_smoothing=args.label_smoothing,
-            random_erase=args.random_erase,
             console=console(),
+            report_error=lambda exc: print(error_line("train", exc, args.flags), file=sys.stderr, flush=True),
+            **settings,
         )
     except KeyboardInterrupt:
         if os.environ.get("RANK", "0") != "0":

@@ -194,7 +194,8 @@ def _locate(fmt: CifarFormat, path: Path) -> _Source:
     if not path.is_dir():
         raise ReslabError(
             f"CIFAR path {path} does not exist; give the {fmt.folder} folder, its parent, or "
-            f"{fmt.tarball} (or add --download to fetch it there)"
+            f"{fmt.tarball} (or set download to fetch it there)",
+            params=("download",),
         )
     if (path / fmt.meta_file).is_file():
         return _Source(fmt, path, None)
@@ -204,7 +205,8 @@ def _locate(fmt: CifarFormat, path: Path) -> _Source:
         return _Source(fmt, None, path / fmt.tarball)
     raise ReslabError(
         f"{path} holds no {fmt.name.upper()} data: expected {fmt.folder}/{fmt.meta_file} or {fmt.tarball} "
-        "(add --download to fetch it there)"
+        "(set download to fetch it there)",
+        params=("download",),
     )
 
 

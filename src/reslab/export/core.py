@@ -115,6 +115,55 @@ def _check_format(fmt: str) -> str:
     return fmt
 
 
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _write(
+    fmt: str,
+    model: nn.Module,
+    example: torch.Tensor,
+    tmp: Path,
+    dynamic_batch: bool,
+    opset: int | None,
+    metadata: dict[str, Any],
+    model_name: str,
+) -> formats.Written:
+    try:
+        return formats.write(fmt, model, example, tmp, dynamic_batch, opset, metadata)
+    except ReslabError:
+        raise
+    except Exception as exc:
+        raise ReslabError(
+            f"exporting {model_name or 'the model'} to {fmt} failed: {_first_line(exc)}"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class _Check:
+    runtime: str
+    max_abs_diff: float
+    max_abs_logit: float
+    top1_agreement: float
+    failure: str | None = None  # why the file could not be read back or run
+
+
+def _read_back_and_compare(
+    fmt: str, tmp: Path, model: nn.Module, check_batch: torch.Tensor, batch_sizes: tuple[int, ...]
+) -> _Check:
+    """Load the file as a server would and compare it with the fp32 model; a file that does not load or
+    run is a failed check, not an error."""
+    runtime = f"loading {fmt} back"
+    try:
+        runner, runtime = formats.load_runner(fmt, tmp)
+        result = compare(model, runner, check_batch, batch_sizes)
+    except Exception as exc:
+        return _Check(
+            runtime, float("inf"), float("nan"), 0.0, f"reading the file back failed: {_first_line(exc)}"
+        )
+    return _Check(runtime, result.max_abs_diff, result.max_abs_logit, result.top1_agreement)
+
+
 def export_model(
     model: nn.Module,
     example: torch.Tensor,
@@ -137,7 +186,7 @@ def export_model(
     fmt = _check_format(fmt)
     path = Path(path)
     if fmt != "onnx" and opset is not None:
-        raise ReslabError("--opset applies only to --format onnx")
+        raise ReslabError("opset applies only to fmt onnx", params=("opset", "fmt"))
     if fmt == "onnx":
         opset = formats.check_opset(opset)
     check_batch = example if check_batch is None else check_batch
@@ -153,26 +202,12 @@ def export_model(
         # The file lands at path only when the check passes; _Discard leaves an older file there alone.
         with atomic_path(path, suffix=path.suffix) as tmp:
             start = time.perf_counter()
-            try:
-                written = formats.write(fmt, model, example, tmp, dynamic_batch, opset, metadata or {})
-            except ReslabError:
-                raise
-            except Exception as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ReslabError(f"exporting {model_name or 'the model'} to {fmt} failed: {first}") from exc
+            written = _write(fmt, model, example, tmp, dynamic_batch, opset, metadata or {}, model_name)
             seconds = time.perf_counter() - start
-            notes = [written.note] if written.note else []
-            runtime = f"loading {fmt} back"
-            try:
-                runner, runtime = formats.load_runner(fmt, tmp)
-                result = compare(model, runner, check_batch, tuple(batch_sizes))
-                max_diff, scale, agreement = result.max_abs_diff, result.max_abs_logit, result.top1_agreement
-            except Exception as exc:  # the file does not load or does not run: that is a failed check
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                max_diff, scale, agreement = float("inf"), float("nan"), 0.0
-                notes.append(f"reading the file back failed: {first}")
-            tolerance = atol + (rtol * scale if rtol else 0.0)
-            passed = max_diff <= tolerance
+            check = _read_back_and_compare(fmt, tmp, model, check_batch, tuple(batch_sizes))
+            notes = [note for note in (written.note, check.failure) if note]
+            tolerance = atol + (rtol * check.max_abs_logit if rtol else 0.0)
+            passed = check.max_abs_diff <= tolerance
             size = tmp.stat().st_size
             if not passed:
                 raise _Discard
@@ -191,15 +226,15 @@ def export_model(
         dynamic_batch=dynamic_batch,
         opset=written.opset,
         exporter=written.exporter,
-        runtime=runtime,
+        runtime=check.runtime,
         input_source=input_source,
         batch_sizes=list(batch_sizes),
-        max_abs_diff=max_diff,
-        max_abs_logit=scale,
+        max_abs_diff=check.max_abs_diff,
+        max_abs_logit=check.max_abs_logit,
         atol=atol,
         rtol=rtol,
         tolerance=tolerance,
-        top1_agreement=agreement,
+        top1_agreement=check.top1_agreement,
         passed=passed,
         export_seconds=round(seconds, 3),
         notes=notes,
@@ -222,11 +257,11 @@ def export_checkpoint(
     checked at 1 and at `batch_size` (default 8). The report says whether the check passed."""
     fmt = _check_format(fmt)
     if fmt != "onnx" and opset is not None:
-        raise ReslabError("--opset applies only to --format onnx")
+        raise ReslabError("opset applies only to fmt onnx", params=("opset", "fmt"))
     if batch_size is not None and batch_size < (2 if dynamic_batch else 1):
-        raise ReslabError(f"--batch-size must be at least {2 if dynamic_batch else 1}")
+        raise ReslabError(f"batch_size must be at least {2 if dynamic_batch else 1}", params=("batch_size",))
     if not atol > 0 or not rtol >= 0:
-        raise ReslabError("--atol must be positive and --rtol not negative")
+        raise ReslabError("atol must be positive and rtol not negative", params=("atol", "rtol"))
     payload = load_checkpoint(checkpoint)
     checkpoint_path = Path(payload["path"])
     path = _resolve_out(out, checkpoint_path, fmt)

@@ -1,7 +1,7 @@
 from .config import ResNetConfig
 from .resnet import ResNet
 from .units import ResidualUnit, ShortcutA
-from .zoo import build_model, create_model, list_models, load_weights, resolve_config
+from .zoo import build_model, create_model, list_models, resolve_config
 
 __all__ = [
     "ResNet",
@@ -11,6 +11,5 @@ __all__ = [
     "build_model",
     "create_model",
     "list_models",
-    "load_weights",
     "resolve_config",
 ]

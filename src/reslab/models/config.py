@@ -42,7 +42,10 @@ class ResNetConfig:
         return 224 if self.family == "imagenet" else 32
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-shaped (lists, not tuples), so a config read back from config.json compares equal."""
+        data = asdict(self)
+        data["layers"], data["widths"] = list(self.layers), list(self.widths)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResNetConfig:

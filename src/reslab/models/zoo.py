@@ -17,9 +17,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..errors import ReslabError
+from ..weights import load_weights
 from .config import IMAGENET_STAGES, ResNetConfig
 from .resnet import ResNet
 from .units import ORDERS, SHORTCUTS
@@ -168,27 +167,6 @@ def create_model(name: str, weights: str | Path | None = None, **overrides: Any)
     if weights is not None:
         load_weights(model, weights)
     return model
-
-
-def load_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Load a torchvision state_dict file or a reslab checkpoint into model (strict)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ReslabError(f"weights file {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        raise ReslabError(f"cannot load weights from {str(path)!r}: {str(exc).splitlines()[0]}") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise ReslabError(f"{str(path)!r} holds no state_dict")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ReslabError(
-            f"{str(path)!r} does not fit this architecture: {str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}"
-        ) from None
 
 
 def list_models(pattern: str | None = None) -> list[str]:

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..data import Split
 from ..errors import DivergedError, ReslabError, error_line
+from ..run_config import DistributedSettings
 
 # How long ranks that stop on an error wait for each other before exiting (see _report_then_part).
 PARTING_TIMEOUT_S = 10
@@ -83,7 +84,8 @@ class DistContext:
             if self.local_rank >= gpus:
                 raise ReslabError(
                     f"{self.world_size} processes on CUDA need a GPU each, and this machine has {gpus} "
-                    f"(local rank {self.local_rank} has none); use --nproc {gpus} or fewer, or --device cpu"
+                    f"(local rank {self.local_rank} has none); use nproc {gpus} or fewer, or device cpu",
+                    params=("nproc", "device"),
                 )
             return torch.device("cuda", self.local_rank)
         return device
@@ -185,11 +187,13 @@ def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
 
 
 def per_rank_batch(global_batch: int, world_size: int) -> int:
-    """--batch-size is the global batch; each rank takes an equal share so DDP's mean is the global mean."""
+    """batch_size is the global batch; each rank takes an equal share so DDP's mean is the global mean."""
     if global_batch % world_size:
+        example = global_batch - global_batch % world_size or world_size
         raise ReslabError(
-            f"--batch-size {global_batch} is the global batch and must split evenly over {world_size} "
-            f"processes; use a multiple of {world_size}, e.g. {global_batch - global_batch % world_size or world_size}"
+            f"batch_size {global_batch} is the global batch and must split evenly over {world_size} "
+            f"processes; use a multiple of {world_size}, e.g. {example}",
+            params=("batch_size",),
         )
     return global_batch // world_size
 
@@ -208,11 +212,21 @@ def _backend(device: str | torch.device | None) -> str:
     return "gloo"
 
 
+Reporter = Callable[[BaseException], None]
+
+
+def _print_error(exc: BaseException) -> None:
+    print(error_line("train", exc), file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
-def session(device: str | torch.device | None = None) -> Iterator[DistContext]:
+def session(
+    device: str | torch.device | None = None, report: Reporter | None = None
+) -> Iterator[DistContext]:
     """The context of this process; joins (and finally leaves) the process group under torchrun.
     A group the caller already initialised is used as it is and left alone. device: the run's requested
-    device ("cpu", "cuda", "auto"/None), which decides whether the group includes nccl."""
+    device ("cpu", "cuda", "auto"/None), which decides whether the group includes nccl. report: prints
+    the one line of an error every rank shares (the CLI's shows its flags), before any rank exits."""
     if dist.is_available() and dist.is_initialized():
         yield DistContext(
             dist.get_rank(),
@@ -232,19 +246,19 @@ def session(device: str | torch.device | None = None) -> Iterator[DistContext]:
     try:
         yield DistContext(dist.get_rank(), dist.get_world_size(), local_rank, backend)
     except (ReslabError, DivergedError) as exc:
-        _report_then_part(exc)
+        _report_then_part(exc, report or _print_error)
         raise
     finally:
         dist.destroy_process_group()
 
 
-def _report_then_part(exc: BaseException) -> None:
+def _report_then_part(exc: BaseException, report: Reporter) -> None:
     """torchrun's agent stops every worker as soon as one exits with an error, so a rank that reports an
     error every rank shares must print it before any rank leaves: the reporting rank prints here (and marks
     the error quiet so the CLI does not print it again), then all ranks meet once more before exiting.
     A rank whose peers never arrive (an error only it had) gives up after a few seconds."""
     if not getattr(exc, "quiet", False):
-        print(error_line("train", exc), file=sys.stderr, flush=True)
+        report(exc)
         mark_quiet(exc)
     with contextlib.suppress(Exception):  # a peer that already died: nothing left to wait for
         dist.monitored_barrier(timeout=datetime.timedelta(seconds=PARTING_TIMEOUT_S), wait_all_ranks=True)
@@ -272,14 +286,13 @@ def wrap_ddp(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Mod
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def distributed_config(ctx: DistContext, global_batch: int, sync_bn: bool) -> dict[str, Any]:
-    """What config.json says about the processes: world size, global and per-rank batch (the lr rule
+def distributed_settings(ctx: DistContext, global_batch: int, sync_bn: bool) -> DistributedSettings:
+    """What the run config says about the processes: world size, global and per-rank batch (the lr rule
     for another batch size is the recipe's business: train.extra.lr_scaling)."""
-    return {
-        "world_size": ctx.world_size,
-        "backend": ctx.backend,
-        "sync_bn": sync_bn,
-        "global_batch": global_batch,
-        "per_rank_batch": per_rank_batch(global_batch, ctx.world_size),
-        "batch_size_means": "global batch (all processes together)",
-    }
+    return DistributedSettings(
+        world_size=ctx.world_size,
+        backend=ctx.backend,
+        sync_bn=sync_bn,
+        global_batch=global_batch,
+        per_rank_batch=per_rank_batch(global_batch, ctx.world_size),
+    )

@@ -21,10 +21,11 @@ from ..checkpoint import model_payload, save_checkpoint
 from ..data import DataBundle, DeviceBatches
 from ..errors import DivergedError, ReslabError
 from ..precision import Precision
+from ..run_config import RunConfig
 from ..split_metrics import evaluate_split
 from .distributed import DistContext, mark_quiet
 from .progress import RunProgress
-from .recipes import LRSchedule, TrainConfig, make_optimizer, make_scheduler
+from .recipes import LRSchedule, make_optimizer, make_scheduler
 from .run_dir import write_metrics
 from .step import TrainStep
 
@@ -91,13 +92,10 @@ class Trainer:
         self,
         model: nn.Module,
         bundle: DataBundle,
-        config: TrainConfig,
+        run_config: RunConfig,
         precision: Precision,
         device: torch.device,
-        run_dir: Path,
         *,
-        seed: int,
-        run_config: dict[str, Any],
         train_model: nn.Module | None = None,
         dist: DistContext | None = None,
     ) -> None:
@@ -107,12 +105,12 @@ class Trainer:
         # Only rank 0 writes the run directory; every rank trains on its slice of each global batch.
         self.dist = dist or DistContext()
         self.bundle = bundle
-        self.config = config
+        self.run_config = run_config
+        self.config = config = run_config.train
         self.precision = precision
         self.device = device
-        self.run_dir = Path(run_dir)
-        self.run_config = run_config
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.run_dir = Path(run_config.run_dir)
+        self.generator = torch.Generator(device=device).manual_seed(run_config.seed)
         self.batches = make_batches(
             bundle,
             config.batch_size,
@@ -145,7 +143,7 @@ class Trainer:
         return {
             **model_payload(self.model),
             "data": self.bundle.info(),
-            "train_config": self.run_config,
+            "run_config": self.run_config.to_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "grad_scaler": self.step_fn.grad_scaler.state_dict() if self.step_fn.grad_scaler else None,
@@ -170,7 +168,7 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise ReslabError(
                 f"cannot resume from {payload.get('path', 'the checkpoint')!r}: its state does not fit "
-                f"{self.run_config['model']} ({str(exc).strip().splitlines()[0]})"
+                f"{self.run_config.model.name} ({str(exc).strip().splitlines()[0]})"
             ) from None
         self.state = FitState(
             epoch=int(payload["epoch"]),
@@ -198,7 +196,8 @@ class Trainer:
             kept = "no epoch finished, so there is no checkpoint"
         error = DivergedError(
             f"training diverged: the loss became {loss} at {where} (step {self.state.step}); "
-            f"stopped; {kept}. Try a lower --lr (was {self.config.lr:g}) or more --warmup-steps."
+            f"stopped; {kept}. Try a lower lr (was {self.config.lr:g}) or more warmup_steps.",
+            params=("lr", "warmup_steps"),
         )
         # Every rank sees the same reduced loss and raises the same error; rank 0 reports it.
         raise mark_quiet(error) if not self.dist.is_main else error

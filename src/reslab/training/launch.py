@@ -27,11 +27,12 @@ def launch(nproc: int, worker_args: Sequence[str]) -> int:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     if nproc < 1:
-        raise ReslabError(f"--nproc must be at least 1, got {nproc}")
+        raise ReslabError(f"nproc must be at least 1, got {nproc}", params=("nproc",))
     if "WORLD_SIZE" in os.environ:
         raise ReslabError(
-            "--nproc starts its own processes; under torchrun, leave it out (torchrun's "
-            "--nproc-per-node says how many)"
+            "nproc starts its own processes; under torchrun, leave it out (torchrun's "
+            "--nproc-per-node says how many)",
+            params=("nproc",),
         )
     # As torchrun does, split the cores so N processes do not oversubscribe the machine.
     saved_omp = os.environ.get("OMP_NUM_THREADS")

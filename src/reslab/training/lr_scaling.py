@@ -13,18 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ReslabError
+from ..run_config import LR_SCALING_RULES
 
-LR_SCALING_RULES = ("none", "linear")
+__all__ = ["LR_SCALING_RULES", "default_rule", "scaled_lr"]
 
 
 def default_rule(recipe: str) -> str:
     return "linear" if recipe == "imagenet" else "none"
-
-
-def check_rule(rule: str | None) -> None:
-    if rule is not None and rule not in LR_SCALING_RULES:
-        raise ReslabError(f"unknown --lr-scaling {rule!r}; choose one of {', '.join(LR_SCALING_RULES)}")
 
 
 def scaled_lr(
@@ -37,7 +32,7 @@ def scaled_lr(
     rule: str | None,
 ) -> tuple[float | None, dict[str, Any]]:
     """(the lr the run uses, None to keep the recipe's; the record for config.json). `rule` was checked
-    by recipes.check_overrides."""
+    where the request was made (run_config.TrainRequest)."""
     rule = rule or default_rule(recipe)
     record: dict[str, Any] = {
         "rule": rule,

@@ -13,56 +13,15 @@ same learning rate as the uninterrupted run.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, TypedDict, Unpack
+from dataclasses import replace
+from typing import Any
 
 import torch
 
-from ..errors import ReslabError
-from .lr_scaling import check_rule, scaled_lr
+from ..run_config import RECIPES, SCHEDULES, TrainConfig
+from .lr_scaling import scaled_lr
 
-RECIPES = ("default", "paper", "imagenet")
-SCHEDULES = ("step", "cosine", "onecycle")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every training setting of a run after the recipe's defaults and the user's overrides are merged."""
-
-    recipe: str
-    epochs: int
-    batch_size: int
-    lr: float
-    schedule: str
-    warmup_steps: int
-    weight_decay: float
-    momentum: float = 0.9
-    nesterov: bool = False
-    # step schedule: lr is multiplied by `gamma` at each milestone. Milestones are iterations when
-    # `milestones_are_steps`, else fractions of the run (0.5 = halfway).
-    milestones: tuple[float, ...] = (0.5, 0.75)
-    milestones_are_steps: bool = False
-    gamma: float = 0.1
-    # "linear": ramp from 0 to lr over warmup_steps. "constant": lr * warmup_factor for warmup_steps.
-    warmup_mode: str = "linear"
-    warmup_factor: float = 0.1
-    # Stop after this many iterations (the paper counts iterations, not epochs); 0 = epochs * steps/epoch.
-    max_steps: int = 0
-    label_smoothing: float = 0.0
-    # Random erasing probability per training image (0 = off); see data/batches.py random_erase.
-    random_erase: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["milestones"] = list(self.milestones)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        data = dict(data)
-        data["milestones"] = tuple(data.get("milestones", ()))
-        return cls(**data)  # runs saved before random_erase existed get its default, 0
+__all__ = ["RECIPES", "SCHEDULES", "LRSchedule", "TrainConfig", "resolve_recipe", "steps_per_epoch"]
 
 
 def _default_recipe(model_depth: int, train_size: int) -> TrainConfig:
@@ -136,53 +95,9 @@ def _imagenet_recipe(model_depth: int, train_size: int) -> TrainConfig:
 BUILDERS = {"default": _default_recipe, "paper": _paper_recipe, "imagenet": _imagenet_recipe}
 
 
-class Overrides(TypedDict, total=False):
-    """The user's changes to a recipe (None or absent keeps the recipe's value)."""
-
-    epochs: int | None
-    batch_size: int | None
-    lr: float | None
-    schedule: str | None
-    warmup_steps: int | None
-    weight_decay: float | None
-    lr_scaling: str | None  # how lr follows another batch size (lr_scaling.py), not a TrainConfig field
-    label_smoothing: float | None
-    random_erase: float | None
-
-
-# Overrides that become the TrainConfig field of the same name as they are (lr is scaled first; epochs
-# interacts with the paper recipe's iteration budget).
-_PLAIN_FIELDS = ("batch_size", "schedule", "warmup_steps", "weight_decay", "label_smoothing", "random_erase")
-
-
-def check_overrides(name: str, **overrides: Unpack[Overrides]) -> None:
-    """A one-line ReslabError for an unknown recipe or an impossible override (before any data is read)."""
-    unknown = set(overrides) - set(Overrides.__annotations__)
-    if unknown:
-        raise TypeError(f"unknown recipe override(s): {', '.join(sorted(unknown))}")
-    if name not in BUILDERS:
-        raise ReslabError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
-    epochs, batch_size, lr = overrides.get("epochs"), overrides.get("batch_size"), overrides.get("lr")
-    weight_decay, warmup_steps = overrides.get("weight_decay"), overrides.get("warmup_steps")
-    label_smoothing, random_erase = overrides.get("label_smoothing"), overrides.get("random_erase")
-    schedule = overrides.get("schedule")
-    if epochs is not None and epochs < 1:
-        raise ReslabError(f"--epochs must be at least 1, got {epochs}")
-    if batch_size is not None and batch_size < 1:
-        raise ReslabError(f"--batch-size must be at least 1, got {batch_size}")
-    if lr is not None and not (lr > 0 and math.isfinite(lr)):
-        raise ReslabError(f"--lr must be a positive number, got {lr}")
-    if weight_decay is not None and not (weight_decay >= 0 and math.isfinite(weight_decay)):
-        raise ReslabError(f"--weight-decay must be zero or positive, got {weight_decay}")
-    if warmup_steps is not None and warmup_steps < 0:
-        raise ReslabError(f"--warmup-steps must be zero or positive, got {warmup_steps}")
-    if label_smoothing is not None and not 0 <= label_smoothing < 1:
-        raise ReslabError(f"--label-smoothing must be in [0, 1), got {label_smoothing}")
-    if random_erase is not None and not 0 <= random_erase <= 1:
-        raise ReslabError(f"--random-erase must be a probability in [0, 1], got {random_erase}")
-    if schedule is not None and schedule not in SCHEDULES:
-        raise ReslabError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    check_rule(overrides.get("lr_scaling"))
+# Overrides that become the TrainConfig field of the same name as they are, but for these: lr (scaled
+# first), epochs (it replaces the paper recipe's iteration budget) and the lr rule (recorded in extra).
+_SPECIAL = ("lr", "epochs", "lr_scaling")
 
 
 def _milestones_as_fractions(config: TrainConfig) -> dict[str, Any]:
@@ -193,11 +108,10 @@ def _milestones_as_fractions(config: TrainConfig) -> dict[str, Any]:
     }
 
 
-def resolve_recipe(name: str, *, model_depth: int, train_size: int, **user: Unpack[Overrides]) -> TrainConfig:
-    """The recipe's settings with the user's overrides (None keeps the recipe's value), validated.
-    lr_scaling: how lr follows a batch size other than the recipe's (lr_scaling.py); the outcome is
-    recorded in extra["lr_scaling"]."""
-    check_overrides(name, **user)
+def resolve_recipe(name: str, *, model_depth: int, train_size: int, **user: Any) -> TrainConfig:
+    """The recipe's settings with the user's overrides (RECIPE_OVERRIDES, validated by TrainRequest;
+    absent or None keeps the recipe's value). lr_scaling: how lr follows a batch size other than the
+    recipe's (lr_scaling.py); the outcome is recorded in extra["lr_scaling"]."""
     epochs, batch_size = user.get("epochs"), user.get("batch_size")
     schedule, warmup_steps = user.get("schedule"), user.get("warmup_steps")
     config = BUILDERS[name](model_depth, train_size)
@@ -209,7 +123,11 @@ def resolve_recipe(name: str, *, model_depth: int, train_size: int, **user: Unpa
         lr=user.get("lr"),
         rule=user.get("lr_scaling"),
     )
-    overrides: dict[str, Any] = {key: user[key] for key in _PLAIN_FIELDS if user.get(key) is not None}
+    overrides: dict[str, Any] = {
+        key: value for key, value in user.items() if key not in _SPECIAL and value is not None
+    }
+    if "milestones" in overrides:
+        overrides["milestones"] = tuple(overrides["milestones"])
     if lr is not None:
         overrides["lr"] = lr
     extra = {**config.extra, "lr_scaling": lr_record}
@@ -233,7 +151,8 @@ def resolve_recipe(name: str, *, model_depth: int, train_size: int, **user: Unpa
         }
     elif epochs is not None:
         overrides["epochs"] = epochs
-    if schedule is not None and schedule != config.schedule and config.milestones_are_steps:
+    new_schedule = schedule is not None and schedule != config.schedule
+    if new_schedule and config.milestones_are_steps and "milestones" not in user:
         overrides.update(_milestones_as_fractions(config))
     config = replace(config, **overrides, extra=extra)
     if config.warmup_steps == -1:

@@ -1,7 +1,9 @@
-"""The experiments' figures, drawn from their results dicts (the JSON files) and nothing else.
+"""Every figure reslab draws: a training run's curves and confusion matrix, and the papers' experiments.
 
-Each function returns a matplotlib Figure (no pyplot state), so tests can read back the plotted data;
-`save_figure` writes it as PNG at 150 dpi.
+Each plot is drawn from plain data (a run's metric rows, a confusion matrix, an experiment's results dict
+as its JSON file holds it) onto a matplotlib Figure, never pyplot's global state, so tests can read the
+plotted data back. Matplotlib is imported on first use: `import reslab` does not load it.
+Files are replaced atomically.
 """
 
 from __future__ import annotations
@@ -9,21 +11,28 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
-from PIL import Image
+from .atomic import atomic_path
+from .stats import columnwise_mean_std, mean_std
 
-from ..atomic import atomic_path
-from .results import columnwise_mean_std, mean_std
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 150
 COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:pink")
 
 
+def _figure(**kwargs: Any) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """PNG at 150 dpi, reduced to a 256-colour palette: line plots look the same at a third of the size."""
+    from PIL import Image
+
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=DPI, format="png")
     buffer.seek(0)
@@ -31,6 +40,68 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
         palette = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
         palette.save(tmp, format="PNG", optimize=True, dpi=(DPI, DPI))
     return Path(path)
+
+
+def _save_as_named(fig: Figure, path: str | Path) -> None:
+    """At 100 dpi, in the format the file name's suffix asks for (png, pdf, svg, ...)."""
+    path = Path(path)
+    with atomic_path(path, suffix=path.suffix) as tmp:  # matplotlib picks the format from the suffix
+        fig.savefig(tmp, dpi=100)
+
+
+# A training run.
+
+
+def plot_curves(path: Path, rows: list[dict[str, Any]], title: str = "") -> None:
+    """Loss and error (train and validation) against epoch, side by side."""
+    epochs = [r["epoch"] for r in rows]
+    fig = _figure(figsize=(10, 4))
+    ax_loss, ax_err = fig.subplots(1, 2)
+    for ax, key, label in ((ax_loss, "loss", "loss"), (ax_err, "error", "error (%)")):
+        scale = 100.0 if key == "error" else 1.0
+        for split, style in (("train", "-"), ("val", "--")):
+            ax.plot(epochs, [r[f"{split}_{key}"] * scale for r in rows], style, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    # Log-like above 1% (where error falls by orders of magnitude) and linear below, so 0% still shows.
+    ax_err.set_yscale("symlog", linthresh=1.0)
+    ax_err.set_ylim(bottom=0)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save_as_named(fig, path)
+
+
+def plot_confusion(path: Path, confusion: list[list[int]], class_names: list[str], title: str = "") -> None:
+    """A confusion matrix (rows: true class, columns: predicted), counts printed in cells when few."""
+    import numpy as np
+
+    matrix = np.asarray(confusion)
+    k = len(class_names)
+    size = min(4 + 0.45 * k, 24)
+    fig = _figure(figsize=(size, size))
+    ax = fig.subplots()
+    ax.imshow(matrix, cmap="Blues")
+    if k <= 30:
+        ax.set_xticks(range(k), class_names, rotation=90 if k > 10 else 0)
+        ax.set_yticks(range(k), class_names)
+        threshold = matrix.max() / 2 if matrix.size else 0
+        for i in range(k):
+            for j in range(k):
+                if matrix[i, j]:
+                    color = "white" if matrix[i, j] > threshold else "black"
+                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color=color, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    _save_as_named(fig, path)
+
+
+# The papers' experiments (reslab.analysis), each from its results dict alone; saved with save_figure.
 
 
 def _mean_curve(runs: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -46,7 +117,7 @@ def plot_degradation(results: dict[str, Any]) -> Figure:
     validation error (percent), one colour per depth; curves are the mean over seeds."""
     runs = results["runs"]
     depths = sorted({r["depth"] for r in runs})
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    fig = _figure(figsize=(11, 4.2), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for ax, kind, title in zip(axes, ("plain", "residual"), ("plain networks", "ResNets"), strict=True):
         for colour, depth in zip(COLOURS, depths, strict=False):
@@ -73,9 +144,11 @@ def plot_degradation(results: dict[str, Any]) -> Figure:
 
 def plot_gradients(results: dict[str, Any]) -> Figure:
     """Gradient norms per unit (top) and per conv weight (bottom), log scale; one column per BN setting."""
+    from matplotlib.ticker import MaxNLocator
+
     models = results["models"]
     columns = [bn for bn in (True, False) if any(m.get("bn", True) is bn for m in models.values())]
-    fig = Figure(figsize=(5 * len(columns), 7), layout="constrained")
+    fig = _figure(figsize=(5 * len(columns), 7), layout="constrained")
     axes = fig.subplots(2, len(columns), squeeze=False)
     for col, bn in enumerate(columns):
         entries = [(k, m) for k, m in models.items() if m.get("bn", True) is bn]
@@ -113,7 +186,7 @@ def plot_gradients(results: dict[str, Any]) -> Figure:
 def plot_responses(results: dict[str, Any]) -> Figure:
     """He et al. 2016 Fig. 7: std of each 3x3 layer's response, in layer order (top) and sorted (bottom)."""
     models = results["models"]
-    fig = Figure(figsize=(9, 7.5), layout="constrained")
+    fig = _figure(figsize=(9, 7.5), layout="constrained")
     top, bottom = fig.subplots(2, 1)
     for colour, (key, entry) in zip(COLOURS, models.items(), strict=False):
         style = "--" if entry.get("residual") is False else "-"
@@ -141,7 +214,7 @@ def plot_ablation(results: dict[str, Any]) -> Figure:
         if r["order"] not in orders:
             orders.append(r["order"])
     labels = {r["order"]: r.get("label", r["order"]) for r in runs}
-    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    fig = _figure(figsize=(12, 4.5), layout="constrained")
     curves, bars = fig.subplots(1, 2)
     means, stds = [], []
     for colour, order in zip(COLOURS, orders, strict=False):

@@ -1,0 +1,299 @@
+"""The typed run configuration: what a training run was asked for and what it resolved to.
+
+`TrainRequest` is a call (the CLI's flags or `reslab.train`'s keywords), validated field by field as it is
+made. `RunConfig` is the whole run after resolution (recipe, device, precision, data, model): built once for
+a new run, or read back from a checkpoint on resume; config.json and every checkpoint store its `to_dict()`.
+
+Adding a training setting: a field of `TrainConfig` (with its rule in `_RULES`) and a flag in
+`cli/train_cmd.py` whose dest is the field's name. `reslab.train(name=value)` and the recipe overrides pick
+it up by name. Errors name parameters as Python spells them (`batch_size`); the CLI shows its flags.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ReslabError
+
+FORMAT_VERSION = 2  # 1: reslab 0.1's untyped dict (read by `RunConfig.from_legacy`)
+RECIPES = ("default", "paper", "imagenet")
+SCHEDULES = ("step", "cosine", "onecycle")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LR_SCALING_RULES = ("none", "linear")
+
+
+def _finite_positive(value: float) -> bool:
+    return value > 0 and math.isfinite(value)
+
+
+# One rule per overridable TrainConfig field: (test, what the value must be).
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": (lambda v: v >= 1, "must be at least 1"),
+    "batch_size": (lambda v: v >= 1, "must be at least 1"),
+    "lr": (_finite_positive, "must be a positive number"),
+    "weight_decay": (lambda v: v >= 0 and math.isfinite(v), "must be zero or positive"),
+    "warmup_steps": (lambda v: v >= 0, "must be zero or positive"),
+    "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "gamma": (_finite_positive, "must be a positive number"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "random_erase": (lambda v: 0 <= v <= 1, "must be a probability in [0, 1]"),
+    "schedule": (lambda v: v in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
+    "lr_scaling": (lambda v: v in LR_SCALING_RULES, f"must be one of {', '.join(LR_SCALING_RULES)}"),
+}
+
+
+def check_setting(name: str, value: Any) -> None:
+    """The one check of a training setting's value (None means "the recipe's" and always passes)."""
+    rule = _RULES.get(name)
+    if value is None or rule is None:
+        return
+    test, must = rule
+    try:
+        ok = bool(test(value))
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ReslabError(f"{name} {must}, got {value!r}", params=(name,))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting of a run after the recipe's defaults and the user's overrides are merged.
+    Built by training/recipes.py from a validated request, or read back from a run that was."""
+
+    recipe: str
+    epochs: int
+    batch_size: int
+    lr: float
+    schedule: str
+    warmup_steps: int  # -1 in a recipe: a quarter of the run (resolved before the run starts)
+    weight_decay: float
+    momentum: float = 0.9
+    nesterov: bool = False
+    # step schedule: lr is multiplied by `gamma` at each milestone. Milestones are iterations when
+    # `milestones_are_steps`, else fractions of the run (0.5 = halfway).
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    milestones_are_steps: bool = False
+    gamma: float = 0.1
+    # "linear": ramp from 0 to lr over warmup_steps. "constant": lr * warmup_factor for warmup_steps.
+    warmup_mode: str = "linear"
+    warmup_factor: float = 0.1
+    # Stop after this many iterations (the paper counts iterations, not epochs); 0 = epochs * steps/epoch.
+    max_steps: int = 0
+    label_smoothing: float = 0.0
+    # Random erasing probability per training image (0 = off); see data/batches.py random_erase.
+    random_erase: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["milestones"] = list(self.milestones)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        data = _known(cls, data)
+        data["milestones"] = tuple(data.get("milestones", ()))
+        return cls(**data)  # runs saved before random_erase existed get its default, 0
+
+
+# Settings a call may give to replace the recipe's value: TrainConfig's fields that describe the
+# training (not the recipe's name or its bookkeeping), plus the rule for lr under another batch size.
+RECIPE_OVERRIDES = tuple(
+    f.name
+    for f in fields(TrainConfig)
+    if f.name not in ("recipe", "extra", "max_steps", "milestones_are_steps")
+) + ("lr_scaling",)
+
+
+def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of `data` that are fields of dataclass `cls` (newer files may carry more)."""
+    names = {f.name for f in fields(cls)}
+    return {key: value for key, value in data.items() if key in names}
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """One call of `reslab train` / `reslab.train`, validated as it is made. `overrides` replace the
+    recipe's values (keys: RECIPE_OVERRIDES)."""
+
+    model: str = "resnet20"
+    data: str = "digits"
+    recipe: str = "default"
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+    threads: int | None = None
+    out: str | None = None
+    compile: bool = False
+    model_options: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None
+    download: bool = False
+    sync_bn: bool = False
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ReslabError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
+        if self.precision not in PRECISIONS:
+            raise ReslabError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.threads is not None and self.threads < 1:
+            raise ReslabError(f"threads must be at least 1, got {self.threads}", params=("threads",))
+        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ReslabError(
+                f"out {self.out!r} is a file; give a folder for the run directory", params=("out",)
+            )
+        unknown = set(self.overrides) - set(RECIPE_OVERRIDES)
+        if unknown:
+            raise TypeError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+        for name, value in self.overrides.items():
+            check_setting(name, value)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> TrainRequest:
+        """A request from keyword settings: TrainRequest's fields, or recipe overrides by name. None (and
+        False for switches) means "not given": the recipe's value, or the field's default."""
+        own = {f.name for f in fields(cls)} - {"overrides"}
+        unknown = set(settings) - own - set(RECIPE_OVERRIDES)
+        if unknown:
+            raise TypeError(
+                f"unknown setting(s) {', '.join(sorted(unknown))}; "
+                f"choose from {', '.join(sorted(own | set(RECIPE_OVERRIDES)))}"
+            )
+        given = {key: value for key, value in settings.items() if value is not None}
+        return cls(
+            **{key: _plain(value) for key, value in given.items() if key in own},
+            overrides={key: value for key, value in given.items() if key in RECIPE_OVERRIDES},
+        )
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name: str
+    options: dict[str, Any]  # create_model overrides (shortcut, order, widths, ...)
+    config: dict[str, Any]  # the built ResNetConfig.to_dict()
+    weights: str | None = None  # the weights training started from
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        # JSON-shaped, as config.json reads back (reslab 0.1's checkpoints hold tuples).
+        plain = {k: list(v) if isinstance(v, tuple) else v for k, v in self.config.items()}
+        object.__setattr__(self, "config", plain)
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    spec: str
+    info: dict[str, Any]  # DataBundle.info(): classes, channels, size, mean/std, split sizes
+    download: bool = False
+
+
+@dataclass(frozen=True)
+class PrecisionSettings:
+    precision: str  # resolved: fp32, bf16 or fp16
+    channels_last: bool
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    device: str  # resolved: cpu, cuda, cuda:N
+    threads: int
+
+
+@dataclass(frozen=True)
+class DistributedSettings:
+    world_size: int = 1
+    backend: str | None = None
+    sync_bn: bool = False
+    global_batch: int | None = None
+    per_rank_batch: int | None = None
+    batch_size_means: str = "global batch (all processes together)"
+
+
+@dataclass(frozen=True)
+class Environment:
+    reslab: str = ""
+    torch: str = ""
+    python: str = ""
+    cpu_count: int | None = None
+    host_allocator_tuned: bool = False
+    cuda_device: str | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A training run, resolved: what config.json holds and what resume starts from."""
+
+    model: ModelSettings
+    data: DataSettings
+    train: TrainConfig
+    precision: PrecisionSettings
+    device: DeviceSettings
+    distributed: DistributedSettings
+    seed: int
+    run_dir: str
+    steps_per_epoch: int
+    environment: Environment = field(default_factory=Environment)
+    started: str = ""
+    version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["train"] = self.train.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Read a stored run config, of this format or reslab 0.1's."""
+        if "version" not in data:
+            return cls.from_legacy(data)
+        if data["version"] > FORMAT_VERSION:
+            raise ReslabError(f"run config format {data['version']} is newer than this reslab reads")
+        parts: dict[str, type] = {
+            "model": ModelSettings,
+            "data": DataSettings,
+            "precision": PrecisionSettings,
+            "device": DeviceSettings,
+            "distributed": DistributedSettings,
+            "environment": Environment,
+        }
+        values = _known(cls, data)
+        for key, part in parts.items():
+            values[key] = part(**_known(part, data[key]))
+        values["train"] = TrainConfig.from_dict(data["train"])
+        return cls(**values)
+
+    @classmethod
+    def from_legacy(cls, data: Mapping[str, Any]) -> RunConfig:
+        """reslab 0.1's config.json / checkpoint `train_config`: one flat dict."""
+        env = dict(data.get("environment", {}))
+        return cls(
+            model=ModelSettings(
+                name=data["model"],
+                options=dict(data.get("model_options") or {}),
+                config=dict(data.get("model_config") or {}),
+                weights=data.get("weights"),
+                compile=bool(data.get("compile", False)),
+            ),
+            data=DataSettings(data["data"], dict(data.get("data_info") or {}), bool(data.get("download"))),
+            train=TrainConfig.from_dict(data["train"]),
+            precision=PrecisionSettings(**_known(PrecisionSettings, data["precision"])),
+            device=DeviceSettings(str(data["device"]), int(env.get("threads") or 1)),
+            distributed=DistributedSettings(**_known(DistributedSettings, data.get("distributed", {}))),
+            seed=int(data.get("seed", 0)),
+            run_dir=str(data.get("run_dir", "")),
+            steps_per_epoch=int(data.get("steps_per_epoch", 0)),
+            environment=Environment(**_known(Environment, env)),
+            started=str(data.get("started", "")),
+        )
+
+    def with_distributed(self, distributed: DistributedSettings) -> RunConfig:
+        return replace(self, distributed=distributed)
