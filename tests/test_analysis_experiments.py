@@ -8,11 +8,14 @@ import pytest
 import torch
 from data_writers import write_image
 
+from reslab.analysis import ablation, gradients
+from reslab.analysis.gradients import fixed_batches
 from reslab.analysis.responses import layer_response_std
-from reslab.analysis.runs import DEFAULT_BATCH_SIZE
+from reslab.analysis.runs import DEFAULT_BATCH_SIZE, TrainingSettings
 from reslab.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from reslab.cli import main
 from reslab.data import load_data
+from reslab.errors import ReslabError
 from reslab.models import create_model
 from reslab.plots import plot_ablation, plot_degradation, plot_responses
 from reslab.training.recipes import steps_per_epoch
@@ -221,3 +224,41 @@ def test_ablation_five_placements_beside_a_degradation(degradation_dir, tmp_path
     assert main(["ablation", "--depth", "18", "--out", str(out / "bad")]) == 2
     assert main(["degradation", "--replot", "--out", str(out)]) == 0
     assert main(["ablation", "--replot", "--out", str(out)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("call", "message", "params"),
+    [
+        (
+            lambda: fixed_batches(load_data("digits"), 16, num_batches=0, seed=0),
+            "num_batches",
+            ("num_batches",),
+        ),
+        (lambda: TrainingSettings(seeds=0), "seeds", ("seeds",)),
+        (lambda: gradients.run(["plain8"], seeds=0, num_batches=1), "seeds", ("seeds",)),
+        (lambda: gradients.run(at=["init", "x.pt"]), "at takes either", ("at",)),
+        (lambda: ablation.run(depth=18), "depth 18: the ablation", ("depth",)),
+    ],
+)
+def test_library_errors_name_the_python_parameter(call, message, params):
+    with pytest.raises(ReslabError) as caught:
+        call()
+    assert str(caught.value).startswith(message) and caught.value.params == params
+    assert "--" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["gradients", "--batches", "0"], "reslab gradients: error: --batches must be at least 1, got 0"),
+        (["ablation", "--seeds", "0"], "reslab ablation: error: --seeds must be at least 1, got 0"),
+        (
+            ["gradients", "--at", "x.pt", "--no-bn"],
+            "reslab gradients: error: --no-bn and --zero-init-residual change the initialisation; "
+            "use --at init",
+        ),
+    ],
+)
+def test_the_cli_shows_those_parameters_as_flags(argv, line, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == line + "\n"

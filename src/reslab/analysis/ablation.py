@@ -5,7 +5,6 @@ The five placements are the zoo's `order` option; every one is trained on the sa
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,8 @@ from rich.table import Table
 from ..errors import ReslabError
 from ..models import resolve_config
 from ..plots import plot_ablation
-from .results import Experiment, Results, format_pm
-from .runs import TrainingSettings, add_training_arguments, run_summary, settings_from_args, train_or_resume
+from .results import Experiment, format_pm
+from .runs import TrainingSettings, run_summary, train_or_resume
 
 DEFAULT_DEPTH = 20
 PLACEMENTS = (
@@ -47,7 +46,10 @@ def run(
     settings = settings or TrainingSettings()
     name = f"resnet{depth}"
     if resolve_config(name).family != "cifar":
-        raise ReslabError(f"--depth {depth}: the ablation uses CIFAR ResNets of depth 6n+2 (20, 32, 56, 110)")
+        raise ReslabError(
+            f"depth {depth}: the ablation uses CIFAR ResNets of depths 6n+2 (20, 32, 56, 110)",
+            params=("depth",),
+        )
     runs = []
     for order, label in PLACEMENTS:
         for seed in range(settings.seeds):
@@ -100,23 +102,12 @@ def print_table(results: dict[str, Any], console: Console) -> None:
     console.print(table)
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--depth", type=int, default=DEFAULT_DEPTH)
-    add_training_arguments(parser)
-
-
-def _run_command(args: argparse.Namespace, out: Path, console: Console) -> Results:
-    return run(settings_from_args(args), depth=args.depth, out=out, console=console)
-
-
 EXPERIMENT = Experiment(
     name="ablation",
     help="the five activation placements of Identity Mappings Table 2",
     results_file="ablation.json",
     entries="runs",
     needed_keys=frozenset({"order", "seed", "train_error", "val_error", "test_error", "curve"}),
-    add_arguments=_add_arguments,
-    run=_run_command,
     table=print_table,
     plot=plot_ablation,
 )

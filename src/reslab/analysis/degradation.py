@@ -7,7 +7,6 @@ the shortcuts differ.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ from rich.table import Table
 from ..models import resolve_config
 from ..plots import plot_degradation
 from ..stats import mean_std
-from .results import Experiment, Results, format_pm
-from .runs import TrainingSettings, add_training_arguments, run_summary, settings_from_args, train_or_resume
+from .results import Experiment, format_pm
+from .runs import TrainingSettings, run_summary, train_or_resume
 
 DEFAULT_DEPTHS = (20, 56)
 KINDS = ("plain", "residual")
@@ -118,23 +117,12 @@ def print_table(results: dict[str, Any], console: Console) -> None:
         )
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--depths", type=int, nargs="+", default=list(DEFAULT_DEPTHS))
-    add_training_arguments(parser)
-
-
-def _run_command(args: argparse.Namespace, out: Path, console: Console) -> Results:
-    return run(settings_from_args(args), depths=args.depths, out=out, console=console)
-
-
 EXPERIMENT = Experiment(
     name="degradation",
     help="plain vs residual nets of each depth, same recipe and seeds (paper Fig. 6)",
     results_file="results.json",
     entries="runs",
     needed_keys=frozenset({"kind", "depth", "seed", "train_error", "val_error", "test_error", "curve"}),
-    add_arguments=_add_arguments,
-    run=_run_command,
     table=print_table,
     plot=plot_degradation,
 )

@@ -7,7 +7,6 @@ norms over a few fixed batches, so every model sees exactly the same inputs.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -29,6 +28,8 @@ from ..stats import columnwise_mean_std, mean_std
 from .results import Experiment, Results, checkpoint_key, require_at_least_one
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+DEFAULT_MODELS = ("plain56", "resnet56")
 
 
 def branch_convs(unit: nn.Module) -> list[nn.Conv2d]:
@@ -119,8 +120,8 @@ def fixed_batches(
     bundle: DataBundle, batch_size: int, num_batches: int, seed: int, device: torch.device | str = "cpu"
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The same shuffled training batches for every model (drawn once, kept in memory)."""
-    require_at_least_one("--batches", num_batches)
-    require_at_least_one("--batch-size", batch_size)
+    require_at_least_one("num_batches", num_batches)
+    require_at_least_one("batch_size", batch_size)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     split = bundle.train
     batches = DeviceBatches(
@@ -130,7 +131,8 @@ def fixed_batches(
     if not taken:
         raise ReslabError(
             f"the training split ({len(split)} images) is smaller than one batch of {batch_size}; "
-            "use a smaller --batch-size"
+            "use a smaller batch_size",
+            params=("batch_size",),
         )
     return taken
 
@@ -188,7 +190,7 @@ def gradients_at_init(
 ) -> dict[str, Any]:
     """Gradient statistics of freshly initialised models, for each BN setting (and zero-init variant of the
     residual ones), mean over `seeds` initialisations, all on the same batches."""
-    require_at_least_one("--seeds", seeds)
+    require_at_least_one("seeds", seeds)
     batches = fixed_batches(bundle, batch_size, num_batches, seed=0)
     models: dict[str, Any] = {}
     for bn in bn_modes:
@@ -226,7 +228,8 @@ def gradients_of_checkpoints(
             raise ReslabError(
                 f"checkpoint {payload['path']!r} expects {model.config.in_chans}-channel input and "
                 f"{model.config.num_classes} classes, but {spec!r} has {bundle.in_chans} and "
-                f"{bundle.num_classes}; pass the --data it was trained on"
+                f"{bundle.num_classes}; pass the data it was trained on",
+                params=("data",),
             )
         models[checkpoint_key(models, model.config.name or "model", payload["path"])] = {
             "model": model.config.name,
@@ -261,48 +264,45 @@ def print_table(results: dict[str, Any], console: Console) -> None:
     console.print(table)
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="+", default=["plain56", "resnet56"])
-    parser.add_argument("--data", default=None, help="data spec (default digits, or the checkpoints' data)")
-    parser.add_argument(
-        "--at", nargs="+", default=["init"], metavar="init|CKPT", help="init (default) or checkpoint files"
-    )
-    parser.add_argument("--no-bn", action="store_true", help="only the nets with BN removed")
-    parser.add_argument(
-        "--zero-init-residual",
-        action="store_true",
-        help="add residual nets whose branches start at zero (last BN weight, or last conv without BN)",
-    )
-    parser.add_argument("--batches", type=int, default=4, help="batches to average over (default 4)")
-    parser.add_argument("--batch-size", type=int, default=128)
-
-
-def _run_command(args: argparse.Namespace, _out: Path, _console: Console) -> Results:
-    checkpoints = [a for a in args.at if a != "init"]
-    if checkpoints and len(checkpoints) != len(args.at):
-        raise ReslabError("--at takes either init or checkpoint files, not both")
+def run(
+    models: Sequence[str] = DEFAULT_MODELS,
+    *,
+    data: str | None = None,
+    at: Sequence[str] = ("init",),
+    no_bn: bool = False,
+    zero_init_residual: bool = False,
+    seeds: int = 1,
+    num_batches: int = 4,
+    batch_size: int = 128,
+) -> Results:
+    """The experiment: gradient statistics `at` init (of `models`, on `data` or digits; with and without BN,
+    or only without with `no_bn`) or at the checkpoint files `at` names (on `data` or theirs)."""
+    checkpoints = [a for a in at if a != "init"]
+    if checkpoints and len(checkpoints) != len(at):
+        raise ReslabError("at takes either init or checkpoint files, not both", params=("at",))
     if checkpoints:
-        if args.no_bn or args.zero_init_residual:
-            raise ReslabError("--no-bn and --zero-init-residual change the initialisation; use --at init")
-        results = gradients_of_checkpoints(
-            checkpoints, args.data, num_batches=args.batches, batch_size=args.batch_size
-        )
+        if no_bn or zero_init_residual:
+            raise ReslabError(
+                "no_bn and zero_init_residual change the initialisation; use at init",
+                params=("no_bn", "zero_init_residual", "at"),
+            )
+        results = gradients_of_checkpoints(checkpoints, data, num_batches=num_batches, batch_size=batch_size)
     else:
         results = gradients_at_init(
-            args.models,
-            load_data(args.data or "digits"),
-            bn_modes=(False,) if args.no_bn else (True, False),
-            zero_init=args.zero_init_residual,
-            seeds=args.seeds,
-            num_batches=args.batches,
-            batch_size=args.batch_size,
+            models,
+            load_data(data or "digits"),
+            bn_modes=(False,) if no_bn else (True, False),
+            zero_init=zero_init_residual,
+            seeds=seeds,
+            num_batches=num_batches,
+            batch_size=batch_size,
         )
     results["settings"] = {
         "at": "checkpoints" if checkpoints else "init",
-        "data": args.data or ("from checkpoints" if checkpoints else "digits"),
-        "seeds": 1 if checkpoints else args.seeds,
-        "batches": args.batches,
-        "batch_size": args.batch_size,
+        "data": data or ("from checkpoints" if checkpoints else "digits"),
+        "seeds": 1 if checkpoints else seeds,
+        "batches": num_batches,
+        "batch_size": batch_size,
     }
     return results
 
@@ -313,8 +313,6 @@ EXPERIMENT = Experiment(
     results_file="gradients.json",
     entries="models",
     needed_keys=frozenset({"unit_grad_norm", "weight_grad_norm", "first_last_ratio"}),
-    add_arguments=_add_arguments,
-    run=_run_command,
     table=print_table,
     plot=plot_gradients,
 )

@@ -1,5 +1,6 @@
 """The papers' experiments, in the order `reslab --help` lists their commands. Each is described in its
-own module (an `Experiment`: flags, compute, results file, table, plot); adding one is one line here."""
+own module (an `Experiment`: results file, table, plot, beside its compute functions); adding one is one
+line here and, for its command's flags, a module of the same name in reslab.cli.experiments."""
 
 from __future__ import annotations
 

@@ -8,7 +8,6 @@ mean but is no response to the input. The last BN of a unit's branch is the bran
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,8 @@ from ..errors import ReslabError
 from ..models import ResNet
 from ..plots import plot_responses
 from ..stats import columnwise_mean_std
-from .results import Experiment, Results, checkpoint_key
-from .runs import TrainingSettings, add_training_arguments, settings_from_args, train_or_resume
+from .results import Experiment, checkpoint_key
+from .runs import TrainingSettings, train_or_resume
 
 DEFAULT_MODELS = ("plain20", "plain56", "resnet20", "resnet56")
 # Orders in which each BN directly follows its conv, so a BN output is a layer's response.
@@ -150,27 +149,12 @@ def print_table(results: dict[str, Any], console: Console) -> None:
     console.print(table)
 
 
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
-    parser.add_argument("--ckpt", nargs="+", default=None, help="use these checkpoints instead of training")
-    add_training_arguments(parser, "epochs when training the models")
-
-
-def _run_command(args: argparse.Namespace, out: Path, console: Console) -> Results:
-    settings = settings_from_args(args)  # checked even where --ckpt leaves it unused
-    if args.ckpt:
-        return from_checkpoints(args.ckpt, data=None if args.data == "digits" else args.data)
-    return train_and_measure(args.models, settings, out=out, console=console)
-
-
 EXPERIMENT = Experiment(
     name="responses",
     help="std of each layer's response (paper Fig. 7)",
     results_file="responses.json",
     entries="models",
     needed_keys=frozenset({"std", "std_sorted"}),
-    add_arguments=_add_arguments,
-    run=_run_command,
     table=print_table,
     plot=plot_responses,
 )

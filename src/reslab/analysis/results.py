@@ -1,9 +1,8 @@
-"""What the experiments share: their description (`Experiment`: a command, a results file, a table and a
-plot), their results files, JSON read back in one line or not at all, and mean ± std as the tables print it."""
+"""What the experiments share: their description (`Experiment`: a results file, a table and a plot),
+their results files, JSON read back in one line or not at all, and mean ± std as the tables print it."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,13 +22,12 @@ Results = dict[str, Any]
 
 @dataclass(frozen=True)
 class Experiment:
-    """One of the papers' experiments, described beside its compute and run by `reslab <name>`.
+    """One of the papers' experiments, described beside its compute functions (`reslab <name>` runs it).
 
-    `add_arguments` adds the command's own flags (the CLI adds --out, --seeds and --replot to every one);
-    `run(args, out, console)` computes the results dict, which is saved as `results_file` under --out
-    (a file per experiment, so experiments can share --out); `table` and `plot` read only that dict.
-    --replot reads the file back and needs in it `entries` (the top-level key: a list of runs or a dict of
-    models), each entry holding `needed_keys` (what the table and the plot read).
+    Its results dict is saved as `results_file` under the experiment folder (a file per experiment, so
+    experiments can share a folder); `table` and `plot` read only that dict. Reading it back needs in it
+    `entries` (the top-level key: a list of runs or a dict of models), each entry holding `needed_keys`
+    (what the table and the plot read).
     """
 
     name: str
@@ -37,8 +35,6 @@ class Experiment:
     results_file: str
     entries: str
     needed_keys: frozenset[str]
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace, Path, Console], Results]
     table: Callable[[Results, Console], None]
     plot: Callable[[Results], Figure]
 
@@ -50,21 +46,29 @@ class Experiment:
         return Path(out) / self.results_file
 
     def save_results(self, out: str | Path, results: Results) -> Path:
-        """Write the results file, marked with the experiment's name for --replot to check."""
+        """Write the results file, marked with the experiment's name for reading back to check."""
         return write_json(self.results_path(out), {"experiment": self.name, **results})
 
-    def read_results(self, out: str | Path) -> Results:
-        """The saved results, for --replot: one line, never a traceback, when the file is missing,
-        unreadable, another experiment's, or lacks what the table and the plot read."""
+    def results(self, out: str | Path, compute: Callable[[], Results], *, replot: bool = False) -> Results:
+        """The experiment's results under `out`: computed and saved, or with `replot` read back from there
+        (one line, never a traceback, when the file is missing, unreadable, another experiment's, or lacks
+        what the table and the plot read)."""
+        if not replot:
+            results = compute()
+            self.save_results(out, results)
+            return results
         path = self.results_path(out)
         if not path.is_file():
             raise ReslabError(
-                f"no saved {self.name} results at {str(path)!r}; run the experiment first (without --replot)"
+                f"no saved {self.name} results at {str(path)!r}; run the experiment first (without replot)",
+                params=("replot",),
             )
         data = read_json(path)
         found = data.get("experiment", self.name) if isinstance(data, dict) else self.name
         if found != self.name:
-            raise ReslabError(f"{str(path)!r} holds {found} results, not {self.name} results; check --out")
+            raise ReslabError(
+                f"{str(path)!r} holds {found} results, not {self.name} results; check out", params=("out",)
+            )
         entries = data.get(self.entries) if isinstance(data, dict) else None
         entries = (
             list(entries.values()) if isinstance(entries, dict) and self.entries == "models" else entries
@@ -76,7 +80,8 @@ class Experiment:
         ):
             raise ReslabError(
                 f"{str(path)!r} is not a {self.name} results file (it needs {self.entries!r} entries with "
-                f"{', '.join(sorted(self.needed_keys))}); check --out"
+                f"{', '.join(sorted(self.needed_keys))}); check out",
+                params=("out",),
             )
         return data
 
@@ -106,7 +111,7 @@ def format_pm(values: Sequence[float], percent: bool = True, digits: int = 2) ->
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}{unit}"
 
 
-def require_at_least_one(flag: str, value: int) -> None:
-    """The experiments' counts (--seeds, --epochs, --batches, ...) must be positive."""
+def require_at_least_one(name: str, value: int) -> None:
+    """The experiments' counts (seeds, num_batches, ...) must be positive; `name` is the parameter's."""
     if value < 1:
-        raise ReslabError(f"{flag} must be at least 1, got {value}")
+        raise ReslabError(f"{name} must be at least 1, got {value}", params=(name,))

@@ -3,7 +3,6 @@ skipped when finished, resumed when not."""
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,36 +41,14 @@ class TrainingSettings:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        require_at_least_one("--seeds", self.seeds)
-        # The training flags get the same one-line checks as `reslab train` (all of them, --lr included).
+        require_at_least_one("seeds", self.seeds)
+        # The training settings get the same one-line checks as `reslab train` (all of them, lr included).
         for name in ("epochs", "batch_size", "lr"):
             check_setting(name, getattr(self, name))
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as the results files record them (the device is where they ran, not a setting)."""
         return {key: value for key, value in asdict(self).items() if key != "device"}
-
-
-def add_training_arguments(parser: argparse.ArgumentParser, epochs: str = "epochs per run") -> None:
-    """The flags of the experiments that train: TrainingSettings but --seeds (every experiment has it)."""
-    parser.add_argument("--data", default="digits", help="data spec (default digits)")
-    parser.add_argument("--epochs", type=int, default=None, help=f"{epochs} (default {DEFAULT_EPOCHS})")
-    parser.add_argument("--batch-size", type=int, default=None, help=f"default {DEFAULT_BATCH_SIZE}")
-    parser.add_argument("--lr", type=float, default=None, help=f"peak lr (default {DEFAULT_LR})")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
-
-
-def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
-    """The settings those flags (and --seeds) ask for; a flag left out (None) keeps the default."""
-    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
-    return TrainingSettings(
-        data=args.data,
-        seeds=args.seeds,
-        device=args.device,
-        precision=args.precision,
-        **{key: value for key, value in given.items() if value is not None},
-    )
 
 
 def _read_json(path: Path) -> Any:
@@ -81,7 +58,8 @@ def _read_json(path: Path) -> Any:
 def _check_same_settings(
     run_dir: Path, model: str, seed: int, options: dict[str, Any], settings: TrainingSettings
 ) -> None:
-    """A finished or partial run must be the one asked for; otherwise the experiment would mix settings."""
+    """A finished or partial run must be the one asked for; otherwise the experiment would mix settings.
+    The run lies in the experiment's folder (its `out`), which the message points to."""
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         return
@@ -118,7 +96,8 @@ def _check_same_settings(
         asked = ", ".join(f"{key} {wanted[key]!r}" for key in differ)
         raise ReslabError(
             f"{run_dir} holds a run with other settings ({had}) than this experiment asks for ({asked}); "
-            "use another --out or delete that folder"
+            "use another out or delete that folder",
+            params=("out",),
         )
 
 
@@ -134,7 +113,7 @@ def train_or_resume(
     """Train `model` into run_dir, or reuse it: test.json present = finished (read back), last.pt present
     = interrupted (resumed with reslab.train(resume=...)). Returns {run_dir, metrics, test, config}."""
     from ..training.api import (
-        train,  # imported late: the training engine is heavy and not needed for --replot
+        train,  # imported late: the training engine is heavy and not needed to replot
     )
 
     run_dir = Path(run_dir)
