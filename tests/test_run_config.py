@@ -90,6 +90,15 @@ def test_every_training_flag_reaches_the_request(monkeypatch, tmp_path):
     }  # fmt: skip
 
 
+def test_every_training_setting_has_its_rule():
+    # A new TrainConfig field is a recipe override; a value a user gives it must be checked on entry.
+    from reslab.run_config import _RULES
+
+    assert set(RECIPE_OVERRIDES) <= set(_RULES)
+    with pytest.raises(ReslabError, match="warmup_mode must be one of linear, constant"):
+        TrainRequest.from_settings({"warmup_mode": "cubic"})
+
+
 def test_nproc_workers_get_the_same_words_without_nproc():
     argv = ["train", "--nproc", "2", "--model", "resnet8", "--nproc=3", "--npr", "4", "--epochs", "1"]
     assert worker_argv(argv) == ["-m", "reslab", "train", "--model", "resnet8", "--epochs", "1"]

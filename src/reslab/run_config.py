@@ -39,6 +39,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "warmup_steps": (lambda v: v >= 0, "must be zero or positive"),
     "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "gamma": (_finite_positive, "must be a positive number"),
+    "nesterov": (lambda v: isinstance(v, bool), "must be True or False"),
+    "milestones": (lambda v: all(m >= 0 for m in v), "must be a list of steps or fractions of the run"),
+    "warmup_mode": (lambda v: v in ("linear", "constant"), "must be one of linear, constant"),
+    "warmup_factor": (_finite_positive, "must be a positive number"),
     "label_smoothing": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "random_erase": (lambda v: 0 <= v <= 1, "must be a probability in [0, 1]"),
     "schedule": (lambda v: v in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
@@ -155,8 +159,8 @@ class TrainRequest:
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> TrainRequest:
-        """A request from keyword settings: TrainRequest's fields, or recipe overrides by name. None (and
-        False for switches) means "not given": the recipe's value, or the field's default."""
+        """A request from keyword settings: TrainRequest's fields, or recipe overrides by name. None means
+        "not given": the recipe's value, or the field's default."""
         own = {f.name for f in fields(cls)} - {"overrides"}
         unknown = set(settings) - own - set(RECIPE_OVERRIDES)
         if unknown:
