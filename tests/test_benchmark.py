@@ -1,6 +1,10 @@
 """`reslab benchmark` runs on a tiny model and reports every JSON key (correctness only, never speed)."""
 
 import json
+import os
+import resource
+import signal
+import stat
 
 import pytest
 import torch
@@ -51,3 +55,54 @@ def test_bad_arguments_are_one_line_errors(capsys):
 
 def test_matmul_peak_is_positive():
     assert measure_matmul_peak(torch.float32, torch.device("cpu"), seconds=0.01) > 0
+
+
+def _canned_result(*args, **kwargs) -> dict[str, object]:
+    """What run_benchmark returns, without running anything (for tests of --save alone)."""
+    return {**{key: 1.0 for key in JSON_KEYS}, "model": "resnet8", "mode": "infer", "details": {"note": "é"}}
+
+
+def test_save_writes_json_atomically_into_new_folders(tmp_path, capsys):
+    saved = tmp_path / "new" / "folder" / "result.json"
+    argv = ["benchmark", *TINY, "--threads", "1", "--no-compile", "--json", "--save", str(saved)]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    written = json.loads(saved.read_text())
+    assert {key: written[key] for key in JSON_KEYS} == printed
+    assert written["details"]["compiled"] is False and written["details"]["image_size"] == 16
+    assert [p.name for p in saved.parent.iterdir()] == ["result.json"]  # no temp file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o666 & ~umask  # an ordinary file, not mkstemp's 0600
+
+
+def test_a_failed_save_keeps_the_previous_file_whole(tmp_path, capsys, monkeypatch):
+    """--save at a path that already holds a result, and the write fails part-way (the file-size limit
+    stands in for a full disk): one line, exit 2, and the previous file is still there, byte for byte."""
+    import reslab.cli.benchmark_cmd as benchmark_cmd
+
+    saved = tmp_path / "result.json"
+    previous = json.dumps({"model": "resnet50", "speedup": 10.79}, indent=1) + "\n"
+    saved.write_text(previous)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG as an OSError, not a signal
+
+    def run_then_limit_file_size(*args, **kwargs):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20, limits[1]))  # the JSON is about 300 bytes
+        return _canned_result()
+
+    monkeypatch.setattr(benchmark_cmd, "run_benchmark", run_then_limit_file_size)
+    try:
+        code = main(["benchmark", "--json", "--save", str(saved)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and str(saved) in err, err
+    assert saved.read_text() == previous
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+    # Without the limit the same command replaces it.
+    monkeypatch.setattr(benchmark_cmd, "run_benchmark", _canned_result)
+    assert main(["benchmark", "--json", "--save", str(saved)]) == 0
+    assert json.loads(saved.read_text())["details"] == {"note": "é"}

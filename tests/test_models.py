@@ -67,7 +67,7 @@ def test_weights_argument_loads_torchvision_file(tmp_path):
 def test_weights_for_other_architecture_is_a_clear_error(tmp_path):
     path = tmp_path / "r18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), path)
-    with pytest.raises(ReslabError, match="does not fit"):
+    with pytest.raises(ReslabError, match="do not fit resnet34"):
         create_model("resnet34", weights=path)
 
 
@@ -139,6 +139,70 @@ def test_original_order_is_conv_bn_relu_then_add_then_relu():
         getattr(unit, name).register_forward_hook(lambda m, i, o, name=name: calls.append(name))
     unit(torch.randn(1, 16, 4, 4))
     assert calls == ["conv1", "bn1", "relu", "conv2", "bn2", "relu"]
+
+
+# Identity Mappings Fig. 4: the layers of each order as they run, "add" where the shortcut joins.
+UNIT_ORDERS = {
+    "basic": {
+        "post": ["conv1", "bn1", "relu", "conv2", "bn2", "add", "relu"],
+        "bn_after_add": ["conv1", "bn1", "relu", "conv2", "add", "bn2", "relu"],
+        "relu_before_add": ["conv1", "bn1", "relu", "conv2", "bn2", "relu", "add"],
+        "relu_preact": ["relu", "conv1", "bn1", "relu", "conv2", "bn2", "add"],
+        "pre": ["bn1", "relu", "conv1", "bn2", "relu", "conv2", "add"],
+    },
+    "bottleneck": {
+        "post": ["conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3", "add", "relu"],
+        "bn_after_add": ["conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "add", "bn3", "relu"],
+        "relu_before_add": ["conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3", "relu", "add"],
+        "relu_preact": ["relu", "conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3", "add"],
+        "pre": ["bn1", "relu", "conv1", "bn2", "relu", "conv2", "bn3", "relu", "conv3", "add"],
+    },
+}
+
+
+def _layer_sequence(unit: ResidualUnit, x: torch.Tensor) -> list[str]:
+    """The unit's layers in call order, with "add" placed where the identity shortcut joins: before the
+    first layer whose input is the previous layer's output plus x, or at the end when the unit's output
+    is the last layer's output plus x."""
+    calls: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    for name in ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "relu"):
+        module = getattr(unit, name)
+        if module is not None:
+            module.register_forward_hook(
+                lambda m, i, o, name=name: calls.append((name, i[0].detach(), o.detach()))
+            )
+    with torch.no_grad():
+        out = unit(x)
+    sequence, previous = [], None
+    for name, inp, output in calls:
+        if previous is not None and _is_sum(inp, previous, x):
+            sequence.append("add")
+        sequence.append(name)
+        previous = output
+    if _is_sum(out, previous, x):
+        sequence.append("add")
+    return sequence
+
+
+def _is_sum(total: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> bool:
+    return total.shape == a.shape == b.shape and torch.allclose(total, a + b, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["basic", "bottleneck"])
+@pytest.mark.parametrize("order", ["post", "bn_after_add", "relu_before_add", "relu_preact", "pre"])
+def test_activation_order_runs_the_layers_of_identity_mappings_fig_4(kind, order):
+    torch.manual_seed(0)
+    unit = ResidualUnit(kind, 16, 16, order=order)  # training mode: BN normalises with batch statistics
+    for bn in (unit.bn1, unit.bn2, unit.bn3):
+        if bn is not None:  # affine BNs that are not the identity on already-normalised inputs
+            torch.nn.init.uniform_(bn.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(bn.bias, -0.5, 0.5)
+    x = torch.randn(4, 16, 6, 6)
+    assert _layer_sequence(unit, x) == UNIT_ORDERS[kind][order]
+    # The orders are told apart by their outputs too: after a final ReLU nothing is negative.
+    with torch.no_grad():
+        out = unit(x)
+    assert bool((out >= 0).all()) is (order in ("post", "bn_after_add"))
 
 
 def test_preact_nets_have_final_bn_relu_and_no_stem_bn():

@@ -61,13 +61,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_matmul_peak(dtype: torch.dtype, device: torch.device, seconds: float = 0.4) -> float:
-    """Best observed GFLOP/s of a large square matmul in `dtype` (a practical peak for this machine)."""
-    size = 8192 if device.type == "cuda" else 2048
+def _square_operands(
+    size: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
     a @ b  # noqa: B018 - warm-up: kernel selection and page faults
     _sync(device)
+    return a, b
+
+
+def measure_matmul_peak(dtype: torch.dtype, device: torch.device, seconds: float = 0.4) -> float:
+    """Best observed GFLOP/s of a large square matmul in `dtype` (a practical peak for this machine).
+
+    CUDA: 8192x8192. CPU: 2048x2048, or the first smaller size (from 256, doubling) whose matmul takes
+    at least 20 ms: where `dtype` has no fast kernels (bf16 on a CPU without AMX/AVX512-BF16, about
+    0.2 GFLOP/s on one AVX2 core) a single 2048 matmul would take over a minute.
+    """
+    size = 8192 if device.type == "cuda" else 256
+    a, b = _square_operands(size, dtype, device)
+    while device.type != "cuda" and size < 2048:
+        start = time.perf_counter()
+        a @ b  # noqa: B018
+        if time.perf_counter() - start >= 0.02:
+            break
+        size *= 2
+        a, b = _square_operands(size, dtype, device)
     best = 0.0
     deadline = time.perf_counter() + seconds
     while True:

@@ -202,12 +202,25 @@ class InferenceModel(nn.Module):
         except Exception as exc:  # noqa: BLE001 - any compiler failure must leave a working model
             self.__dict__["_compiled"] = None
             self.info.compiled = False
-            self.info.fallback_reason = (
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            )
+            self.info.fallback_reason = _failure_reason(exc)
             warnings.warn(
                 f"torch.compile failed, using the eager fast path: {self.info.fallback_reason}", stacklevel=2
             )
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """One line naming why compilation failed. Dynamo wraps the compiler's own exception (e.g.
+    `BackendCompilerFailed: backend='inductor' raised:` and the cause on later lines), so the innermost
+    cause is named too: `BackendCompilerFailed: CppCompileError: ...`."""
+    chain = [exc]
+    while len(chain) < 8:
+        inner = getattr(chain[-1], "inner_exception", None) or chain[-1].__cause__
+        if inner is None:
+            break
+        chain.append(inner)
+    names = dict.fromkeys(type(e).__name__ for e in chain)  # in order, without repeats
+    lines = [line.strip() for line in str(chain[-1]).splitlines() if line.strip()]
+    return ": ".join([*names, *lines[:1]])
 
 
 def optimize_for_inference(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from ..atomic import atomic_write_text
 from ..benchmark import JSON_KEYS, MODES, run_benchmark
 from .output import console
 
@@ -62,8 +62,8 @@ def run_benchmark_cmd(args: argparse.Namespace) -> int:
         log=lambda msg: out.print(f"[dim]{msg}[/dim]"),
     )
     if args.save:
-        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.save).write_text(json.dumps(result, indent=1) + "\n")
+        # Atomically, as every file reslab writes: a failed write keeps an older file at that path whole.
+        atomic_write_text(args.save, json.dumps(result, indent=1) + "\n")
     if args.json:
         print(json.dumps({key: result[key] for key in JSON_KEYS}))
         return 0
@@ -84,7 +84,10 @@ def run_benchmark_cmd(args: argparse.Namespace) -> int:
         f"{100 * d['fraction_of_bf16_peak']:.1f}% of bf16 peak, {100 * d['fraction_of_fp32_peak']:.1f}% of fp32 peak"
     )
     if d.get("fallback_reason"):
-        out.print(f"  note: compile fell back to eager: {d['fallback_reason']}")
+        # markup=False: a compiler's message may hold [brackets] that rich would take for markup.
+        out.print(
+            f"  note: compile fell back to eager: {d['fallback_reason']}", markup=False, highlight=False
+        )
     out.print(
         f"  peak memory (RSS, whole process): {result['peak_rss_mb']:.0f} MB; warm-up {d['warmup_seconds']} s"
     )
