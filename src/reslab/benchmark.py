@@ -38,7 +38,7 @@ from .host_memory import host_allocator_tuned, tune_host_allocator
 from .infer import optimize_for_inference
 from .models import create_model
 from .models.summary import count_macs
-from .precision import resolve_device, resolve_precision
+from .precision import Precision, resolve_device, resolve_precision
 
 MODES = ("infer", "train")
 JSON_KEYS = (
@@ -191,48 +191,70 @@ def _train_contenders(
     precision: str,
     compile: bool,
 ) -> tuple[list[Contender], dict[str, object]]:
+    data = _TrainData(images, labels, batch_size, device)
+    prec = resolve_precision(precision, device)
+    contenders = [
+        Contender("baseline", _baseline_train_step(copy.deepcopy(model), data), batch_size),
+        Contender("reslab", _reslab_train_step(model, data, prec, compile), batch_size),
+    ]
+    return contenders, {"precision": prec.name, "channels_last": prec.channels_last, "compiled": compile}
+
+
+class _TrainData:
+    """What both sides of the training race share: the images, their statistics and pad-crop size."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device):
+        self.images, self.labels, self.batch_size, self.device = images, labels, batch_size, device
+        self.size = images.shape[-1]
+        self.pad = max(1, self.size // 8)
+        pixels = images.float().div(255)
+        self.mean = tuple(float(m) for m in pixels.mean(dim=(0, 2, 3)))
+        self.std = tuple(float(s) for s in pixels.std(dim=(0, 2, 3)))
+
+
+def _baseline_train_step(model: nn.Module, data: _TrainData) -> Callable[[], object]:
+    """Plain PyTorch: fp32, NCHW, per-sample transforms on the host through a DataLoader."""
     from torchvision import transforms
 
-    from .training.step import make_train_step
-
-    size = images.shape[-1]
-    pad = max(1, size // 8)
-    mean = tuple(float(m) for m in images.float().div(255).mean(dim=(0, 2, 3)))
-    std = tuple(float(s) for s in images.float().div(255).std(dim=(0, 2, 3)))
-
-    # Baseline: plain PyTorch, fp32, NCHW, per-sample transforms on the host.
-    base_model = copy.deepcopy(model).to(device).train()
-    base_opt = torch.optim.SGD(base_model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    model = model.to(data.device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     transform = transforms.Compose(
         [
-            transforms.RandomCrop(size, padding=pad),
+            transforms.RandomCrop(data.size, padding=data.pad),
             transforms.RandomHorizontalFlip(),
             transforms.ToTensor(),
-            transforms.Normalize(mean, std),
+            transforms.Normalize(data.mean, data.std),
         ]
     )
-    loader = torch.utils.data.DataLoader(
-        _PerSampleDataset(images, labels, transform), batch_size=batch_size, shuffle=True, drop_last=True
-    )
-    base_batches = _cycle(lambda: iter(loader))
+    dataset = _PerSampleDataset(data.images, data.labels, transform)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=data.batch_size, shuffle=True, drop_last=True)
+    batches = _cycle(lambda: iter(loader))
 
-    def run_baseline() -> object:
-        x, y = next(base_batches)
-        x, y = x.to(device), y.to(device)
-        loss = nn.functional.cross_entropy(base_model(x), y)
-        base_opt.zero_grad()
+    def step() -> object:
+        x, y = next(batches)
+        x, y = x.to(data.device), y.to(data.device)
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
         loss.backward()
-        base_opt.step()
+        optimizer.step()
         return loss
 
-    # reslab: the engine's step, the data on the device once, augmented there.
-    prec = resolve_precision(precision, device)
-    fast_model = model.to(device).train()
+    return step
+
+
+def _reslab_train_step(
+    model: nn.Module, data: _TrainData, prec: Precision, compile: bool
+) -> Callable[[], object]:
+    """The engine's step, the data on the device once, augmented there."""
+    from .training.step import make_train_step
+
+    device = data.device
+    model = model.to(device).train()
     if prec.channels_last:
-        fast_model = fast_model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)
     fused = device.type == "cuda"
-    fast_opt = torch.optim.SGD(
-        fast_model.parameters(),
+    optimizer = torch.optim.SGD(
+        model.parameters(),
         lr=0.05,
         momentum=0.9,
         weight_decay=5e-4,
@@ -240,30 +262,27 @@ def _train_contenders(
         fused=True if fused else None,
     )
     # As `reslab train --compile` does: the optimiser keeps the eager module's parameters.
-    step = make_train_step(torch.compile(fast_model) if compile else fast_model, fast_opt, prec, track=False)
-    split = Split(images, labels).to(device)
-    generator = torch.Generator(device=device).manual_seed(0)
+    train_step = make_train_step(torch.compile(model) if compile else model, optimizer, prec, track=False)
     device_batches = DeviceBatches(
-        split,
-        batch_size,
-        mean,
-        std,
+        Split(data.images, data.labels).to(device),
+        data.batch_size,
+        data.mean,
+        data.std,
         shuffle=True,
         augment=True,
-        pad=pad,
+        pad=data.pad,
         allow_flip=True,
         drop_last=True,
-        generator=generator,
+        generator=torch.Generator(device=device).manual_seed(0),
         channels_last=prec.channels_last,
     )
-    fast_batches = _cycle(lambda: iter(device_batches))
+    batches = _cycle(lambda: iter(device_batches))
 
-    def run_fast() -> object:
-        x, y = next(fast_batches)
-        return step(x, y)
+    def step() -> object:
+        x, y = next(batches)
+        return train_step(x, y)
 
-    contenders = [Contender("baseline", run_baseline, batch_size), Contender("reslab", run_fast, batch_size)]
-    return contenders, {"precision": prec.name, "channels_last": prec.channels_last, "compiled": compile}
+    return step
 
 
 def run_benchmark(
@@ -286,7 +305,7 @@ def run_benchmark(
 ) -> dict[str, object]:
     """Run the race; returns the JSON_KEYS dict plus a "details" dict (precision, compiled, ...)."""
     if threads is not None and threads < 1:
-        raise ReslabError(f"--threads must be at least 1, got {threads}")
+        raise ReslabError(f"threads must be at least 1, got {threads}", params=("threads",))
     if tune_allocator:
         tune_host_allocator()
     saved = torch.get_num_threads()
@@ -312,6 +331,16 @@ def run_benchmark(
         torch.set_num_threads(saved)
 
 
+def _warm_up(contenders: list[Contender], warmup: int, device: torch.device) -> float:
+    """Untimed steps of each side first (compiling happens here); returns their seconds."""
+    start = time.perf_counter()
+    for _ in range(warmup):
+        for contender in contenders:
+            contender.step()
+    _sync(device)
+    return round(time.perf_counter() - start, 2)
+
+
 def _run(
     model: str,
     mode: str,
@@ -330,7 +359,10 @@ def _run(
     if mode not in MODES:
         raise ReslabError(f"unknown mode {mode!r}; choose infer or train")
     if batch_size < 1 or iters < 1 or warmup < 0:
-        raise ReslabError("--batch-size and --iters must be positive and --warmup not negative")
+        raise ReslabError(
+            "batch_size and iters must be positive and warmup not negative",
+            params=("batch_size", "iters", "warmup"),
+        )
     say = log or (lambda _msg: None)
     dev = resolve_device(device)
     torch.manual_seed(0)
@@ -351,12 +383,7 @@ def _run(
         labels = torch.randint(0, net.config.num_classes, (n,), generator=gen)
         contenders, details = _train_contenders(net, images, labels, batch_size, dev, precision, compile)
 
-    compile_start = time.perf_counter()
-    for _ in range(warmup):
-        for contender in contenders:
-            contender.step()
-    _sync(dev)
-    details["warmup_seconds"] = round(time.perf_counter() - compile_start, 2)
+    details["warmup_seconds"] = _warm_up(contenders, warmup, dev)
     say(f"warm-up done in {details['warmup_seconds']} s; timing {iters} iterations each, alternating ...")
     baseline_ips, reslab_ips = _time_chunks(contenders, iters, max(1, min(rounds, iters)), dev)
 
