@@ -46,7 +46,7 @@ def test_out_at_a_folder_holding_a_run_is_refused_naming_resume(trained_run, cap
     capfd.readouterr()
     assert main(["train", *FAST, "--epochs", "1", "--out", str(trained_run)]) == 2
     err = _one_error_line(capfd)
-    assert f"--resume {trained_run}" in err and "--out" in err, err
+    assert f"--resume '{trained_run}'" in err and "--out" in err, err
     # Nothing of the run was touched.
     assert ((trained_run / "last.pt").read_bytes(), (trained_run / "metrics.jsonl").read_text()) == before
 

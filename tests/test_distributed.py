@@ -271,11 +271,19 @@ def test_two_processes_diverge_together_write_only_on_rank_0_and_resume_to_the_o
     assert test["n"] == one.test["n"] == 359 and abs(test["accuracy"] - one.test["accuracy"]) <= 2 / 359
 
 
-def test_nproc_reports_a_bad_global_batch_once(tmp_path, capfd) -> None:
-    code = main(["train", "--nproc", "2", *RUN[:2], "--batch-size", "33", "--out", str(tmp_path / "r")])
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--batch-size", "33"], "--batch-size 33 is the global batch and must split evenly over 2 processes"),
+        # A setting refused where the request is made (every rank makes it): still one line.
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+    ],
+)
+def test_nproc_reports_a_bad_setting_once(tmp_path, capfd, flags, words) -> None:
+    code = main(["train", "--nproc", "2", *RUN[:2], *flags, "--out", str(tmp_path / "r")])
     err = capfd.readouterr().err
     assert code == 2
-    assert err.count("must split evenly over 2 processes") == 1, err
+    assert err.count(words) == 1 and err.count("error:") == 1, err
     assert not (tmp_path / "r").exists()
 
 

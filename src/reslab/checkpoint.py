@@ -60,7 +60,7 @@ def run_config_of(payload: dict[str, Any]) -> RunConfig | None:
         return None
     try:
         return RunConfig.from_dict(stored)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ReslabError(
             f"checkpoint {payload.get('path', '')!r} has an unreadable run configuration ({exc})"
         ) from None

@@ -51,8 +51,8 @@ def message_with_flags(exc: BaseException, flags: Mapping[str, str]) -> str:
     names = [name for name in getattr(exc, "params", ()) if name in flags]
     if not names:
         return str(exc)
-    # Whole words only, and not inside a path (runs/out/x) or a longer flag (--nproc-per-node).
-    pattern = re.compile(rf"(?<![\w\-/.])({'|'.join(map(re.escape, names))})(?![\w\-/])")
+    # Whole words only, and not inside a path (runs/out/x, out.d) or a longer flag (--nproc-per-node).
+    pattern = re.compile(rf"(?<![\w\-/.])({'|'.join(map(re.escape, names))})(?![\w\-/]|\.\w)")
     parts = re.split(r"('[^']*')", str(exc))  # odd indices: quoted
     return "".join(
         part if i % 2 else pattern.sub(lambda m: flags[m.group(1)], part) for i, part in enumerate(parts)

@@ -16,6 +16,7 @@ from .checkpoint import load_checkpoint, model_from_checkpoint, run_config_of
 from .data import load_data, normalise
 from .errors import ReslabError
 from .precision import Precision, resolve_device, resolve_precision
+from .run_config import RunConfig
 from .split_metrics import evaluate_split
 
 EVAL_BATCH_SIZE = 500
@@ -29,11 +30,20 @@ def _checkpoint_and_model(checkpoint: str | Path, dev: torch.device) -> tuple[di
     return payload, model
 
 
+def _trained_with(payload: dict[str, Any]) -> RunConfig | None:
+    """The run config the checkpoint was trained with, if it holds a readable one (eval and predict need
+    only its precision and split seed, and fall back to auto and 0 without it)."""
+    try:
+        return run_config_of(payload)
+    except ReslabError:
+        return None
+
+
 def _precision(payload: dict[str, Any], precision: str | None, dev: torch.device) -> Precision:
     """`precision`, else the one the run trained (and validated) in, so `eval` repeats test.json; auto
     where that one cannot run here (fp16 off CUDA)."""
     if precision is None:
-        trained = run_config_of(payload)
+        trained = _trained_with(payload)
         precision = trained.precision.precision if trained is not None else "auto"
         if precision == "fp16" and dev.type != "cuda":
             precision = "auto"
@@ -70,7 +80,7 @@ def evaluate(
     payload, model = _checkpoint_and_model(checkpoint, dev)
     prec = _precision(payload, precision, dev)
     info = payload["data"]
-    trained = run_config_of(payload)
+    trained = _trained_with(payload)
     seed = trained.seed if trained is not None else 0
     spec = data or info["spec"]
     bundle = load_data(spec, seed=seed, download=download)

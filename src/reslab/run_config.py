@@ -4,16 +4,17 @@
 made. `RunConfig` is the whole run after resolution (recipe, device, precision, data, model): built once for
 a new run, or read back from a checkpoint on resume; config.json and every checkpoint store its `to_dict()`.
 
-Adding a training setting: a field of `TrainConfig` (with its rule in `_RULES`) and a flag in
-`cli/train_cmd.py` whose dest is the field's name. `reslab.train(name=value)` and the recipe overrides pick
-it up by name. Errors name parameters as Python spells them (`batch_size`); the CLI shows its flags.
+Adding a training setting: a field of `TrainConfig` (with its rule in `_RULES`) and, to expose it on the
+command line, a flag in `cli/train_cmd.py` whose dest is the field's name. `reslab.train(name=value)` and
+the recipe overrides pick it up by name. Errors name parameters as Python spells them (`batch_size`); the
+CLI shows its flags.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def _finite_positive(value: float) -> bool:
     return value > 0 and math.isfinite(value)
 
 
-# One rule per overridable TrainConfig field: (test, what the value must be).
+# One rule per setting a user gives by value (every recipe override, and threads): (test, must be).
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": (lambda v: v >= 1, "must be at least 1"),
     "batch_size": (lambda v: v >= 1, "must be at least 1"),
@@ -40,11 +41,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "gamma": (_finite_positive, "must be a positive number"),
     "nesterov": (lambda v: isinstance(v, bool), "must be True or False"),
-    "milestones": (lambda v: all(m >= 0 for m in v), "must be a list of steps or fractions of the run"),
     "warmup_mode": (lambda v: v in ("linear", "constant"), "must be one of linear, constant"),
     "warmup_factor": (_finite_positive, "must be a positive number"),
     "label_smoothing": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "random_erase": (lambda v: 0 <= v <= 1, "must be a probability in [0, 1]"),
+    "threads": (lambda v: v >= 1, "must be at least 1"),
     "schedule": (lambda v: v in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
     "lr_scaling": (lambda v: v in LR_SCALING_RULES, f"must be one of {', '.join(LR_SCALING_RULES)}"),
 }
@@ -100,17 +101,25 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        data = _known(cls, data)
+        """Runs saved before a setting existed get its default; a setting this reslab does not know (a
+        newer run's) is refused rather than silently dropped."""
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ReslabError(
+                f"the run was trained with setting(s) this reslab does not know: {', '.join(sorted(unknown))}"
+            )
+        data = dict(data)
         data["milestones"] = tuple(data.get("milestones", ()))
-        return cls(**data)  # runs saved before random_erase existed get its default, 0
+        return cls(**data)
 
 
 # Settings a call may give to replace the recipe's value: TrainConfig's fields that describe the
-# training (not the recipe's name or its bookkeeping), plus the rule for lr under another batch size.
+# training, plus the rule for lr under another batch size.
 RECIPE_OVERRIDES = tuple(
     f.name
     for f in fields(TrainConfig)
-    if f.name not in ("recipe", "extra", "max_steps", "milestones_are_steps")
+    # Not the recipe's name or bookkeeping; milestones mean steps or fractions by recipe, so not either.
+    if f.name not in ("recipe", "extra", "max_steps", "milestones", "milestones_are_steps")
 ) + ("lr_scaling",)
 
 
@@ -145,8 +154,7 @@ class TrainRequest:
             raise ReslabError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
         if self.precision not in PRECISIONS:
             raise ReslabError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if self.threads is not None and self.threads < 1:
-            raise ReslabError(f"threads must be at least 1, got {self.threads}", params=("threads",))
+        check_setting("threads", self.threads)
         if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
             raise ReslabError(
                 f"out {self.out!r} is a file; give a folder for the run directory", params=("out",)
@@ -298,6 +306,3 @@ class RunConfig:
             environment=Environment(**_known(Environment, env)),
             started=str(data.get("started", "")),
         )
-
-    def with_distributed(self, distributed: DistributedSettings) -> RunConfig:
-        return replace(self, distributed=distributed)

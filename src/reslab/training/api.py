@@ -59,20 +59,19 @@ def train(
     if console is None:
         # Never wrap or truncate when the output goes to a file (the same rule as the CLI's console).
         console = Console(width=None if sys.stdout.isatty() else 200)
-    if resume is not None:
-        plan: TrainRequest | Resume = resume_request(resume, {"model": model, "data": data, **settings})
-        device = plan.device()
-    else:
-        plan = TrainRequest.from_settings({"model": model, "data": data, **settings})
-        device = plan.device
+    settings = {"model": model, "data": data, **settings}
+    # Which process group to join depends on the device; everything else is checked inside the setup
+    # gate, so that under DDP a bad setting stops every rank with one line.
+    device = Resume(Path(resume)).device() if resume is not None else settings.get("device")
     saved_threads = torch.get_num_threads()
     try:
         with session(device, report_error) as ctx:
             try:
                 ctx.begin_setup()
-                prepared = (
-                    prepare_new(plan, ctx) if isinstance(plan, TrainRequest) else prepare_resumed(plan, ctx)
-                )
+                if resume is not None:
+                    prepared = prepare_resumed(resume_request(resume, settings), ctx)
+                else:
+                    prepared = prepare_new(TrainRequest.from_settings(settings), ctx)
                 return _run(prepared, quiet or not ctx.is_main, console, ctx)
             except BaseException as exc:
                 ctx.fail(exc)  # a rank failing during setup meets the healthy ones at the gate

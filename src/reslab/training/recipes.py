@@ -126,8 +126,6 @@ def resolve_recipe(name: str, *, model_depth: int, train_size: int, **user: Any)
     overrides: dict[str, Any] = {
         key: value for key, value in user.items() if key not in _SPECIAL and value is not None
     }
-    if "milestones" in overrides:
-        overrides["milestones"] = tuple(overrides["milestones"])
     if lr is not None:
         overrides["lr"] = lr
     extra = {**config.extra, "lr_scaling": lr_record}
@@ -152,7 +150,7 @@ def resolve_recipe(name: str, *, model_depth: int, train_size: int, **user: Any)
     elif epochs is not None:
         overrides["epochs"] = epochs
     new_schedule = schedule is not None and schedule != config.schedule
-    if new_schedule and config.milestones_are_steps and "milestones" not in user:
+    if new_schedule and config.milestones_are_steps:
         overrides.update(_milestones_as_fractions(config))
     config = replace(config, **overrides, extra=extra)
     if config.warmup_steps == -1:

@@ -28,6 +28,7 @@ from ..run_config import (
     PrecisionSettings,
     RunConfig,
     TrainRequest,
+    check_setting,
 )
 from ..weights import load_weights
 from .distributed import DistContext, convert_sync_batchnorm, distributed_settings
@@ -47,8 +48,7 @@ class Resume:
     download: bool = False
 
     def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise ReslabError(f"threads must be at least 1, got {self.threads}", params=("threads",))
+        check_setting("threads", self.threads)
 
     def device(self) -> str | None:
         """The device the run trained on, from its config.json (None if unreadable: the checkpoint itself,
@@ -56,7 +56,7 @@ class Resume:
         folder = self.path if self.path.is_dir() else self.path.parent
         try:
             return RunConfig.from_dict(json.loads((folder / "config.json").read_text())).device.device
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
 
@@ -110,7 +110,7 @@ def prepare_new(request: TrainRequest, ctx: DistContext) -> PreparedRun:
     run_dir = Path(request.out) if request.out is not None else default_run_dir(request.model, request.data)
     if ctx.is_main and (run_dir / "last.pt").exists():
         raise ReslabError(
-            f"{run_dir} already holds a run; continue it with resume {run_dir}, or pick out",
+            f"{str(run_dir)!r} already holds a run; continue it with resume {str(run_dir)!r}, or pick out",
             params=("resume", "out"),
         )
     _set_threads(cpu_threads(request.threads, bundle.image_size, device), device)
