@@ -274,7 +274,10 @@ def test_two_processes_diverge_together_write_only_on_rank_0_and_resume_to_the_o
 @pytest.mark.parametrize(
     ("flags", "words"),
     [
-        (["--batch-size", "33"], "--batch-size 33 is the global batch and must split evenly over 2 processes"),
+        (
+            ["--batch-size", "33"],
+            "--batch-size 33 is the global batch and must split evenly over 2 processes",
+        ),
         # A setting refused where the request is made (every rank makes it): still one line.
         (["--epochs", "0"], "--epochs must be at least 1, got 0"),
     ],

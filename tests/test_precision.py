@@ -4,7 +4,9 @@ only there. The flags are plain process state, so this runs without a GPU."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
+import pytest
 import torch
 
 from reslab.precision import Precision, strict_fp32
@@ -15,9 +17,23 @@ def _flags() -> tuple[bool, bool]:
     return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
 
 
-def test_strict_fp32_turns_tf32_off_inside_and_restores_it(monkeypatch) -> None:
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+@pytest.fixture
+def tf32_on() -> Iterator[None]:
+    """Both TF32 flags on for the test, their previous values back afterwards. Not monkeypatch.setattr:
+    torch.backends.cudnn and torch.backends.cuda.matmul are objects whose flags are properties or
+    __getattr__/__setattr__ hooks, and since pytest 9.2 monkeypatch restores the instance __dict__ entry
+    (here: none, so it deletes the flag and fails) instead of the value it read."""
+    saved = _flags()
+    try:
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_strict_fp32_turns_tf32_off_inside_and_restores_it(tf32_on) -> None:
+    assert _flags() == (True, True)
     benchmark = torch.backends.cudnn.benchmark
     with strict_fp32("cuda"):
         assert _flags() == (False, False)
@@ -29,8 +45,7 @@ def test_strict_fp32_turns_tf32_off_inside_and_restores_it(monkeypatch) -> None:
         assert _flags() == (True, True)
 
 
-def test_overlapping_threads_restore_the_flags_once_all_leave(monkeypatch) -> None:
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+def test_overlapping_threads_restore_the_flags_once_all_leave(tf32_on) -> None:
     first_inside, second_done = threading.Event(), threading.Event()
     seen_by_first: list[bool] = []  # an assert in the thread would not fail the test: the main thread checks
 
@@ -71,8 +86,7 @@ class _SpyLayer(torch.nn.Module):
         return _Spy.apply(x)
 
 
-def test_an_fp32_cuda_training_step_keeps_tf32_off_in_backward_too(monkeypatch) -> None:
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+def test_an_fp32_cuda_training_step_keeps_tf32_off_in_backward_too(tf32_on) -> None:
     model = torch.nn.Linear(4, 3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     # The step runs on CPU tensors; a CUDA fp32 Precision only decides the TF32 flags.
