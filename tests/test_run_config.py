@@ -78,7 +78,7 @@ def test_every_training_flag_reaches_the_request(monkeypatch, tmp_path):
     argv += ["--sync-bn", "--lr-scaling", "linear", "--label-smoothing", "0.2", "--random-erase", "0.3"]
     assert main(argv) == 0
     request = TrainRequest.from_settings(
-        {k: v for k, v in seen.items() if k not in ("quiet", "console", "report_error", "resume")}
+        {k: v for k, v in seen.items() if k not in ("quiet", "console", "report_error", "resume", "config")}
     )
     assert (request.model, request.recipe, request.seed, request.precision, request.device) == (
         "resnet8", "paper", 4, "fp32", "cpu"

@@ -182,6 +182,16 @@ class TrainRequest:
             overrides={key: value for key, value in given.items() if key in RECIPE_OVERRIDES},
         )
 
+    def as_settings(self) -> dict[str, Any]:
+        """The request as keyword settings again (what `from_settings` takes)."""
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "overrides"}
+        return {**own, **self.overrides}
+
+
+def setting_names() -> set[str]:
+    """Every name a call may set: TrainRequest's fields and the recipe overrides."""
+    return ({f.name for f in fields(TrainRequest)} - {"overrides"}) | set(RECIPE_OVERRIDES)
+
 
 def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
@@ -255,6 +265,8 @@ class RunConfig:
     steps_per_epoch: int
     environment: Environment = field(default_factory=Environment)
     started: str = ""
+    # What the call asked for (TrainRequest.as_settings()): `reslab train --config config.json` repeats it.
+    request: dict[str, Any] | None = None
     version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:

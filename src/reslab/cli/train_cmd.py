@@ -53,6 +53,11 @@ def _add_model_data_and_recipe(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings from a JSON or YAML file, or a run's config.json to repeat that run; flags win",
+    )
     p.add_argument("--out", help="run directory (default runs/<model>-<data>-<timestamp>)")
     p.add_argument(
         "--resume",
@@ -138,10 +143,16 @@ def run_train(args: argparse.Namespace) -> int:
 
     from ..training.api import train
 
-    settings = {name: getattr(args, name) for name in SETTINGS if hasattr(args, name)}
+    # Only what was typed: a switch left off must not override a --config file's value.
+    settings = {
+        name: value
+        for name in SETTINGS
+        if (value := getattr(args, name, None)) is not None and value is not False
+    }
     try:
         train(
             resume=args.resume,
+            config=args.config,
             quiet=args.quiet,
             console=console(),
             report_error=lambda exc: print(error_line("train", exc, args.flags), file=sys.stderr, flush=True),

@@ -12,8 +12,10 @@ from rich.console import Console
 
 from ..atomic import write_json
 from ..checkpoint import load_checkpoint
+from ..errors import ReslabError
 from ..plots import plot_curves
 from ..run_config import RunConfig, TrainRequest
+from ..settings_file import settings_from_file
 from ..split_metrics import evaluate_split
 from .distributed import DistContext, Reporter, session, wrap_ddp
 from .engine import FitState, Trainer
@@ -37,6 +39,7 @@ def train(
     data: str | None = None,
     *,
     resume: str | Path | None = None,
+    config: str | Path | None = None,
     quiet: bool = False,
     console: Console | None = None,
     report_error: Reporter | None = None,
@@ -49,8 +52,9 @@ def train(
     out, compile, model_options, weights, download, sync_bn) and any recipe override by name (epochs,
     batch_size, lr, schedule, warmup_steps, weight_decay, label_smoothing, random_erase, lr_scaling, ...:
     `reslab.run_config.RECIPE_OVERRIDES`); None keeps the default or the recipe's value.
-    resume: a run's last.pt or its folder; every setting then comes from its checkpoint, and only threads
-    and download may be given. threads: CPU threads (None: 1 for images of at most 16x16 pixels, else
+    config: a JSON or YAML file of these settings, or a run's config.json (which repeats that run); the
+    keywords given here win over it. resume: a run's last.pt or its folder; every setting then comes
+    from its checkpoint, and only threads and download may be given. threads: CPU threads (None: 1 for images of at most 16x16 pixels, else
     torch's default). Under torchrun (RANK/WORLD_SIZE set) it trains with DistributedDataParallel:
     batch_size is the global batch, sync_bn makes BN statistics span it, lr_scaling ("none"/"linear") says
     how lr follows a changed global batch; only rank 0 writes the run directory and prints; report_error
@@ -62,22 +66,44 @@ def train(
     settings = {"model": model, "data": data, **settings}
     # Which process group to join depends on the device; everything else is checked inside the setup
     # gate, so that under DDP a bad setting stops every rank with one line.
-    device = Resume(Path(resume)).device() if resume is not None else settings.get("device")
+    if resume is not None:
+        device = Resume(Path(resume)).device()
+    else:
+        device = settings.get("device") or _device_in(config)
     saved_threads = torch.get_num_threads()
     try:
         with session(device, report_error) as ctx:
             try:
                 ctx.begin_setup()
                 if resume is not None:
-                    prepared = prepare_resumed(resume_request(resume, settings), ctx)
+                    prepared = prepare_resumed(resume_request(resume, {**settings, "config": config}), ctx)
                 else:
-                    prepared = prepare_new(TrainRequest.from_settings(settings), ctx)
+                    prepared = prepare_new(TrainRequest.from_settings(_with_file(config, settings)), ctx)
                 return _run(prepared, quiet or not ctx.is_main, console, ctx)
             except BaseException as exc:
                 ctx.fail(exc)  # a rank failing during setup meets the healthy ones at the gate
                 raise
     finally:
         torch.set_num_threads(saved_threads)
+
+
+def _with_file(config: str | Path | None, settings: dict[str, Any]) -> dict[str, Any]:
+    """The file's settings, overridden by every setting given here (None: not given)."""
+    if config is None:
+        return settings
+    given = {key: value for key, value in settings.items() if value is not None}
+    return {**settings_from_file(config), **given}
+
+
+def _device_in(config: str | Path | None) -> str | None:
+    """The device a settings file asks for (None if none, or if the file is unreadable: it is read again
+    inside the setup gate, which reports any problem)."""
+    if config is None:
+        return None
+    try:
+        return settings_from_file(config).get("device")
+    except ReslabError:
+        return None
 
 
 def _run(prepared: PreparedRun, quiet: bool, console: Console, ctx: DistContext) -> RunResult:

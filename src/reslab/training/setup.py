@@ -135,6 +135,7 @@ def prepare_new(request: TrainRequest, ctx: DistContext) -> PreparedRun:
         steps_per_epoch=steps_per_epoch(len(bundle.train), train.batch_size),
         environment=_environment(device),
         started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        request=request.as_settings(),
     )
     return _on_device(config, bundle, model, precision, device, ctx)
 
