@@ -25,6 +25,8 @@ RECIPES = ("default", "paper", "imagenet")
 SCHEDULES = ("step", "cosine", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LR_SCALING_RULES = ("none", "linear")
+OPTIMIZERS = ("sgd", "adamw")
+FREEZE_POINTS = ("none", "stem", "layer1", "layer2", "layer3", "backbone")
 
 
 def _finite_positive(value: float) -> bool:
@@ -46,6 +48,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "label_smoothing": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "random_erase": (lambda v: 0 <= v <= 1, "must be a probability in [0, 1]"),
     "threads": (lambda v: v >= 1, "must be at least 1"),
+    "optimizer": (lambda v: v in OPTIMIZERS, f"must be one of {', '.join(OPTIMIZERS)}"),
+    "freeze": (lambda v: v in FREEZE_POINTS, f"must be one of {', '.join(FREEZE_POINTS)}"),
+    "backbone_lr_scale": (lambda v: v >= 0 and math.isfinite(v), "must be zero or positive"),
+    "decay_norm_and_bias": (lambda v: isinstance(v, bool), "must be True or False"),
+    "ema": (lambda v: 0 <= v < 1, "must be in [0, 1) (0: off)"),
     "schedule": (lambda v: v in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
     "lr_scaling": (lambda v: v in LR_SCALING_RULES, f"must be one of {', '.join(LR_SCALING_RULES)}"),
 }
@@ -92,6 +99,13 @@ class TrainConfig:
     label_smoothing: float = 0.0
     # Random erasing probability per training image (0 = off); see data/batches.py random_erase.
     random_erase: float = 0.0
+    optimizer: str = "sgd"  # sgd (momentum, nesterov) or adamw
+    freeze: str = "none"  # FREEZE_POINTS: frozen parts get no gradient, no optimiser state, BN in eval mode
+    backbone_lr_scale: float = 1.0  # lr of everything but the classifier, as a fraction of lr
+    # The papers decay every weight (runs saved before this setting existed did too); the default and
+    # imagenet recipes leave norm-layer parameters and biases undecayed.
+    decay_norm_and_bias: bool = True
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,7 +8,15 @@ import sys
 from dataclasses import fields
 
 from ..errors import error_line
-from ..run_config import LR_SCALING_RULES, RECIPE_OVERRIDES, RECIPES, SCHEDULES, TrainRequest
+from ..run_config import (
+    FREEZE_POINTS,
+    LR_SCALING_RULES,
+    OPTIMIZERS,
+    RECIPE_OVERRIDES,
+    RECIPES,
+    SCHEDULES,
+    TrainRequest,
+)
 from .output import console
 
 
@@ -67,14 +75,17 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--recipe", choices=RECIPES, help="default: default")
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    # Switches default to None, not False: an unset one must not override a --config file.
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument(
         "--weights",
         metavar="CKPT_OR_PTH",
         help="start from these weights (reslab checkpoint or torchvision .pth); a new "
         "classifier when the class count differs",
     )
-    p.add_argument("--download", action="store_true", help="let the data source download (CIFAR)")
+    p.add_argument(
+        "--download", action="store_true", default=None, help="let the data source download (CIFAR)"
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -93,6 +104,7 @@ def _add_processes_and_regularisation(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sync-bn",
         action="store_true",
+        default=None,
         help="BatchNorm statistics over the global batch (all processes), so N processes train as one",
     )
     p.add_argument(
@@ -113,6 +125,36 @@ def _add_processes_and_regularisation(p: argparse.ArgumentParser) -> None:
         metavar="P",
         help="probability of erasing one random rectangle of each training image, on the device "
         "(Zhong et al. 2017; torchvision's scale/ratio; default 0)",
+    )
+    _add_fine_tuning(p)
+
+
+def _add_fine_tuning(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (default; momentum, nesterov) or adamw")
+    p.add_argument(
+        "--freeze",
+        choices=FREEZE_POINTS,
+        help="freeze the stem, the stem and stages up to layerK, or all but the classifier (backbone): "
+        "no gradients, no optimiser state, BatchNorm statistics kept; default none",
+    )
+    p.add_argument(
+        "--backbone-lr-scale",
+        type=float,
+        metavar="F",
+        help="lr of everything but the classifier = F x lr (default 1)",
+    )
+    p.add_argument(
+        "--decay-norm-and-bias",
+        action=argparse.BooleanOptionalAction,
+        help="weight decay on norm-layer parameters and biases too (default: off for the default and "
+        "imagenet recipes, on for paper, as the papers did)",
+    )
+    p.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="validate, keep best.pt and test with an exponential moving average of the weights "
+        "(e.g. 0.999; default 0: off)",
     )
 
 
@@ -143,12 +185,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     from ..training.api import train
 
-    # Only what was typed: a switch left off must not override a --config file's value.
-    settings = {
-        name: value
-        for name in SETTINGS
-        if (value := getattr(args, name, None)) is not None and value is not False
-    }
+    # Only what was typed (None: not given), so that a --config file's values stand.
+    settings = {name: value for name in SETTINGS if (value := getattr(args, name, None)) is not None}
     try:
         train(
             resume=args.resume,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ReslabError
 from .config import ResNetConfig
 from .units import ResidualUnit
 
@@ -15,6 +16,11 @@ class ResNet(nn.Module):
     Attribute names follow torchvision (conv1, bn1, layer1..layer4, fc) so torchvision state_dicts load.
     Pre-activation nets have no BN-ReLU in the stem (the first unit's pre-activation serves both its
     paths, as in He et al. 2016b) and end with final_bn + ReLU before pooling.
+
+    Backbone interface (timm's names): forward_features (everything before global pooling, final BN-ReLU
+    of pre-activation nets included), forward_head(x, pre_logits) (pool, flatten, fc unless pre_logits),
+    num_features (channels of the pooled features), get_classifier / reset_classifier (0 classes: fc is
+    nn.Identity and forward returns the pooled features). For stage outputs see reslab.models.features.
     """
 
     def __init__(self, config: ResNetConfig) -> None:
@@ -58,8 +64,8 @@ class ResNet(nn.Module):
             setattr(self, f"layer{index + 1}", nn.Sequential(*stage))
         self.final_bn = nn.BatchNorm2d(in_ch) if pre else None
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_ch, config.num_classes)
         self.num_features = in_ch
+        self.fc: nn.Module = _classifier(in_ch, config.num_classes)
         self._init_weights(config.zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
@@ -72,6 +78,24 @@ class ResNet(nn.Module):
         if zero_init_residual:
             for unit in self.units():
                 nn.init.zeros_(unit.last_layer().weight)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        """The classifier layer (nn.Linear, or nn.Identity for a net without one)."""
+        return self.fc
+
+    @torch.jit.ignore
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new, freshly initialised classifier for num_classes; 0 removes it (fc = nn.Identity), so the
+        model returns its pooled features. The config follows, so checkpoints rebuild the same net."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ReslabError(
+                f"num_classes must be a non-negative integer, got {num_classes!r}", params=("num_classes",)
+            )
+        like = self.conv1.weight
+        self.fc = _classifier(self.num_features, num_classes).to(device=like.device, dtype=like.dtype)
+        self.num_classes = num_classes
+        self.config = self.config.with_overrides(num_classes=num_classes)
 
     def units(self) -> list[ResidualUnit]:
         """Every residual unit, from the input side to the output side."""
@@ -98,8 +122,16 @@ class ResNet(nn.Module):
             x = self.relu(self.final_bn(x))
         return x
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global average pool + flatten -> (N, num_features); then the classifier unless pre_logits."""
+        x = torch.flatten(self.avgpool(x), 1)
+        if pre_logits:
+            return x
+        return self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def _classifier(num_features: int, num_classes: int) -> nn.Module:
+    return nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()

@@ -86,7 +86,8 @@ def profile(model: ResNet, input_size: tuple[int, int] | None = None, batch: int
     for name, module in rows:
         macs = sum(macs_by_module.get(m, 0) for m in module.modules())
         if module is meta_model.fc:
-            shape: tuple[int, ...] = (batch, config.num_classes)
+            # A headless net (num_classes 0) returns its pooled features.
+            shape: tuple[int, ...] = (batch, config.num_classes or meta_model.num_features)
         else:
             shape = outputs.get(module, ())
         result.append(LayerRow(name, type(module).__name__, shape, count_params(module), macs))

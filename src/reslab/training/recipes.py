@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..run_config import RECIPES, SCHEDULES, TrainConfig
+from .finetune import parameter_groups
 from .lr_scaling import scaled_lr
 
 __all__ = ["RECIPES", "SCHEDULES", "LRSchedule", "TrainConfig", "resolve_recipe", "steps_per_epoch"]
@@ -39,6 +40,7 @@ def _default_recipe(model_depth: int, train_size: int) -> TrainConfig:
         momentum=0.9,
         nesterov=True,
         label_smoothing=0.0,
+        decay_norm_and_bias=False,
     )
 
 
@@ -88,6 +90,7 @@ def _imagenet_recipe(model_depth: int, train_size: int) -> TrainConfig:
         gamma=0.1,
         # The optimiser and schedule only: augmentation is the data set's own (pad-and-crop + flip on
         # the device, recorded in data_info), not the paper's scale augmentation or random-resized-crop.
+        decay_norm_and_bias=False,
         extra={"lr_per_256_images": 0.1},
     )
 
@@ -193,18 +196,23 @@ class LRSchedule:
         return self.lr_at(step) / self.config.lr
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.SGD:
-    """SGD over all parameters (the papers decay every weight), fused on CUDA and foreach on CPU: one
-    kernel launch per parameter group instead of one per tensor."""
+def make_optimizer(
+    model: torch.nn.Module, config: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """SGD (momentum, nesterov) or AdamW over the trainable parameters in finetune.parameter_groups, fused
+    on CUDA and foreach on CPU: one kernel launch per parameter group instead of one per tensor."""
     fused = device.type == "cuda"
+    groups = parameter_groups(model, config)
+    kernels = {"foreach": None if fused else True, "fused": True if fused else None}
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, **kernels)
     return torch.optim.SGD(
-        model.parameters(),
+        groups,
         lr=config.lr,
         momentum=config.momentum,
         nesterov=config.nesterov and config.momentum > 0,
         weight_decay=config.weight_decay,
-        foreach=None if fused else True,
-        fused=True if fused else None,
+        **kernels,
     )
 
 

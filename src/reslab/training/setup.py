@@ -32,6 +32,7 @@ from ..run_config import (
 )
 from ..weights import load_weights
 from .distributed import DistContext, convert_sync_batchnorm, distributed_settings
+from .finetune import freeze
 from .recipes import resolve_recipe, steps_per_epoch
 from .run_dir import default_run_dir
 
@@ -203,6 +204,7 @@ def _on_device(
     ctx: DistContext,
 ) -> PreparedRun:
     model = model.to(device)
+    freeze(model, config.train.freeze)  # before DDP, which registers the parameters that take gradients
     if config.distributed.sync_bn and ctx.distributed:
         model = convert_sync_batchnorm(model, device)
     if precision.channels_last:
