@@ -143,8 +143,24 @@ def predict(
     info = payload["data"]
     names = list(info["class_names"])
     pixels = torch.stack([read_image(p, info["in_chans"], tuple(info["image_size"])) for p in images])
-    mean = torch.tensor(info["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(info["std"], dtype=torch.float32).view(1, -1, 1, 1)
+    return _top_classes(model, pixels, info["mean"], info["std"], names, images, topk, prec, dev, fast)
+
+
+def _top_classes(
+    model: nn.Module,
+    pixels: torch.Tensor,
+    mean_values: Any,
+    std_values: Any,
+    names: list[str],
+    images: list[str | Path],
+    topk: int,
+    prec: Precision,
+    dev: torch.device,
+    fast: bool,
+) -> list[dict[str, Any]]:
+    """predict's result for uint8 images (N, C, H, W), normalised with mean and std."""
+    mean = torch.tensor(mean_values, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(std_values, dtype=torch.float32).view(1, -1, 1, 1)
     x = normalise(pixels, mean, std).to(dev)
     if prec.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -163,3 +179,60 @@ def predict(
         }
         for path, vals, idx in zip(images, values, indices, strict=True)
     ]
+
+
+def predict_pretrained(
+    model_name: str,
+    weights: str,
+    images: list[str | Path],
+    topk: int = 5,
+    device: str = "auto",
+    fast: bool = True,
+    precision: str | None = None,
+) -> list[dict[str, Any]]:
+    """`predict` with torchvision's pretrained ImageNet weights by name (create_model(model_name,
+    weights=weights), e.g. "resnet50", "DEFAULT") instead of a checkpoint: the weights' class names, and
+    their eval transform (shorter side resized to resize_size, centre crop of crop_size, their mean and
+    std) on images read as RGB. precision None: auto."""
+    from .models import create_model
+    from .pretrained import is_weights_name
+
+    if topk < 1:
+        raise ReslabError(f"topk must be at least 1, got {topk}", params=("topk",))
+    if not images:
+        raise ReslabError("no images given")
+    if not is_weights_name(weights):
+        raise ReslabError(
+            f"weights {str(weights)!r} is a file; give it as checkpoint, or a name such as DEFAULT",
+            params=("weights", "checkpoint"),
+        )
+    dev = resolve_device(device)
+    model = create_model(model_name, weights=weights)
+    cfg = model.pretrained_cfg
+    names = cfg["class_names"] or [str(i) for i in range(cfg["num_classes"])]
+    pixels = torch.stack([_read_resized(p, cfg["resize_size"], cfg["crop_size"]) for p in images])
+    prec = resolve_precision(precision or "auto", dev)
+    model = model.to(dev).eval()
+    return _top_classes(model, pixels, cfg["mean"], cfg["std"], names, images, topk, prec, dev, fast)
+
+
+def _read_resized(path: str | Path, resize_size: int, crop_size: int) -> torch.Tensor:
+    """An image file as RGB uint8 (3, crop, crop), as torchvision's ImageClassification eval transform
+    prepares it: shorter side resized to resize_size (bilinear, antialiased), then the centre crop."""
+    from .data.images import decode, open_image
+
+    path = Path(path)
+    with open_image(path) as image:
+        width, height = image.size
+        if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that swap the sides
+            width, height = height, width
+        short, long = min(width, height), max(width, height)
+        size_long = int(resize_size * long / short)
+        size = (resize_size, size_long) if height <= width else (size_long, resize_size)
+        array = decode(image, path, 3, size)  # the aspect ratio kept: a resize, no crop
+    pixels = torch.from_numpy(array.copy())
+    if min(size) < crop_size:  # torchvision pads; an eval resize is never smaller than its crop
+        raise ReslabError(f"resize_size {resize_size} is smaller than crop_size {crop_size}")
+    top = int(round((size[0] - crop_size) / 2.0))
+    left = int(round((size[1] - crop_size) / 2.0))
+    return pixels[:, top : top + crop_size, left : left + crop_size].contiguous()

@@ -147,8 +147,12 @@ def _check_overrides(config: ResNetConfig) -> None:
         raise ReslabError(f"unknown shortcut option {config.shortcut!r}; choose A, B or C")
     if config.order not in ORDERS:
         raise ReslabError(f"unknown activation order {config.order!r}; choose one of {', '.join(ORDERS)}")
-    if config.num_classes < 1 or config.in_chans < 1:
-        raise ReslabError("num_classes and in_chans must be positive")
+    if config.num_classes < 0 or config.in_chans < 1:
+        raise ReslabError(
+            "num_classes must not be negative (0: no classifier, the net returns pooled features) "
+            "and in_chans must be positive",
+            params=("num_classes", "in_chans"),
+        )
 
 
 def build_model(config: ResNetConfig) -> ResNet:
@@ -156,16 +160,38 @@ def build_model(config: ResNetConfig) -> ResNet:
     return ResNet(config)
 
 
-def create_model(name: str, weights: str | Path | None = None, **overrides: Any) -> ResNet:
+def create_model(
+    name: str, weights: str | Path | None = None, *, pretrained: bool = False, **overrides: Any
+) -> ResNet:
     """Build a model by name. Overrides: num_classes, in_chans, shortcut, stride_in_1x1,
-    zero_init_residual, order, residual. weights: a torchvision .pth or a reslab checkpoint."""
+    zero_init_residual, order, residual. weights: a torchvision .pth, a .safetensors file or a reslab
+    checkpoint (`module.` prefixes stripped; with num_classes given, the classifier is new), or the name
+    of torchvision's ImageNet weights for this architecture ("IMAGENET1K_V1", "DEFAULT"; reslab.pretrained:
+    downloaded into torch.hub's cache; another num_classes gets a new classifier, another in_chans an
+    adapted first convolution; their metadata is `model.pretrained_cfg`). pretrained=True: "DEFAULT"."""
     config = resolve_config(name)
+    if pretrained:
+        if weights is not None:
+            raise ReslabError("give weights or pretrained=True, not both", params=("weights",))
+        weights = "DEFAULT"
+    # features_only: a ResNetFeatures returning the stage outputs at out_indices (reslab.models.features)
+    features_only, out_indices = overrides.pop("features_only", False), overrides.pop("out_indices", None)
     unknown = set(overrides) - set(ResNetConfig.__dataclass_fields__) - {"name"}
     if unknown:
         raise ReslabError(f"unknown model option(s) {', '.join(sorted(unknown))}")
     model = build_model(config.with_overrides(**overrides))
     if weights is not None:
-        load_weights(model, weights)
+        from ..pretrained import is_weights_name
+
+        # Asking for a class count (0: a headless backbone) means a new classifier, as timm does.
+        new_classifier = is_weights_name(weights) or "num_classes" in overrides
+        load_weights(model, weights, new_classifier=new_classifier)
+    if features_only:
+        from .features import ResNetFeatures
+
+        return ResNetFeatures(model, out_indices)  # type: ignore[return-value]
+    if out_indices is not None:
+        raise ReslabError("out_indices needs features_only=True", params=("out_indices", "features_only"))
     return model
 
 
