@@ -254,7 +254,8 @@ def test_two_processes_diverge_together_write_only_on_rank_0_and_resume_to_the_o
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
     assert not (record / "rank1.txt").exists()  # rank 1 put no file anywhere
     written = set((record / "rank0.txt").read_text().split())
-    assert {"config.json", "last.pt", "best.pt", "metrics.jsonl", "curves.png"} == written
+    assert {"config.json", "last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "curves.png"} == written
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # TensorBoard: rank 0's only
     config = json.loads((run / "config.json").read_text())
     dist = config["distributed"]
     assert dist["world_size"] == 2 and dist["global_batch"] == 512 and dist["per_rank_batch"] == 256

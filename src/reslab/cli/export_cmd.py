@@ -1,4 +1,5 @@
-"""`reslab export`: a checkpoint to ONNX, TorchScript or a torch.export program, verified on load."""
+"""`reslab export`: a checkpoint to ONNX, TorchScript, a torch.export program or safetensors weights,
+verified on load."""
 
 from __future__ import annotations
 
@@ -6,24 +7,29 @@ import argparse
 import json
 import sys
 
-from ..export import DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL, FORMATS, export_checkpoint
+from ..export import ALL_FORMATS, DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL, export_checkpoint
 from .output import console
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="write a checkpoint as ONNX / TorchScript / ExportedProgram, then load it back and check it",
+        help="write a checkpoint as ONNX / TorchScript / ExportedProgram / safetensors, then load it back "
+        "and check it",
         description="Export a checkpoint, then verify the file: load it as a server would (ONNX Runtime, "
-        "torch.jit.load, torch.export.load), run it on real images from the checkpoint's data and compare "
-        "with the PyTorch fp32 model. Exit 1 if the check fails (the file is then not written).",
+        "torch.jit.load, torch.export.load, safetensors load_file into a fresh model built from its "
+        "config.json), run it on real images from the checkpoint's data and compare with the PyTorch fp32 "
+        "model. Exit 1 if the check fails (the file is then not written).",
     )
     parser.add_argument("checkpoint", help="a checkpoint file or a run directory (best.pt, else last.pt)")
-    parser.add_argument("--format", "-f", dest="fmt", default="onnx", choices=FORMATS, help="default: onnx")
+    parser.add_argument(
+        "--format", "-f", dest="fmt", default="onnx", choices=ALL_FORMATS, help="default: onnx"
+    )
     parser.add_argument(
         "--out",
         "-o",
-        help="output file or folder (default: beside the checkpoint, best.onnx / .ts.pt / .pt2)",
+        help="output file or folder (default: beside the checkpoint, best.onnx / .ts.pt / .pt2; "
+        "safetensors: best-safetensors/model.safetensors with config.json beside it)",
     )
     parser.add_argument(
         "--dynamic-batch",

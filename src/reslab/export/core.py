@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -12,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, write_json
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..errors import ReslabError
 from . import formats
@@ -57,6 +59,7 @@ class ExportReport:
     passed: bool
     export_seconds: float
     notes: list[str] = field(default_factory=list)
+    config_path: str | None = None  # safetensors: the config.json written beside the weights
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +76,7 @@ class ExportReport:
         lines = [
             f"format    {self.format}{opset}, {batch}",
             f"file      {self.path} ({size}{'' if self.written else ', NOT written'})",
+            *([f"config    {self.config_path}"] if self.config_path and self.written else []),
             f"model     {self.model_name}, input {shape}",
             f"exporter  {self.exporter} in {self.export_seconds:.1f} s",
             f"runtime   {self.runtime}",
@@ -85,8 +89,12 @@ class ExportReport:
 
 
 def default_out(checkpoint_path: Path, fmt: str) -> Path:
-    """best.pt -> best.onnx / best.ts.pt / best.pt2, beside the checkpoint."""
-    return checkpoint_path.with_name(checkpoint_path.name.split(".")[0] + formats.SUFFIXES[fmt])
+    """best.pt -> best.onnx / best.ts.pt / best.pt2 beside the checkpoint; safetensors: a folder
+    best-safetensors/ holding model.safetensors and config.json (a run directory has its own config.json)."""
+    stem = checkpoint_path.name.split(".")[0]
+    if fmt == "safetensors":
+        return checkpoint_path.with_name(f"{stem}-safetensors") / formats.SAFETENSORS_NAME
+    return checkpoint_path.with_name(stem + formats.SUFFIXES[fmt])
 
 
 def _resolve_out(out: str | Path | None, checkpoint_path: Path, fmt: str) -> Path:
@@ -100,6 +108,8 @@ def _resolve_out(out: str | Path | None, checkpoint_path: Path, fmt: str) -> Pat
 def _check_writable(path: Path, fmt: str) -> None:
     if fmt == "exported-program" and path.suffix != ".pt2":
         raise ReslabError(f"cannot write {str(path)!r}: torch.export.load reads only files ending in .pt2")
+    if fmt == "safetensors":
+        _check_safetensors_out(path)
     if path.is_dir():
         raise ReslabError(f"cannot write {str(path)!r}: it is a folder")
     if not path.parent.is_dir():
@@ -108,10 +118,29 @@ def _check_writable(path: Path, fmt: str) -> None:
         raise ReslabError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} is not writable")
 
 
+def _check_safetensors_out(path: Path) -> None:
+    """A .safetensors file name, and a config.json beside it that is ours to replace (never a run's)."""
+    if path.suffix != ".safetensors":
+        raise ReslabError(
+            f"cannot write {str(path)!r}: a safetensors export is a file ending in .safetensors (or name a folder)"
+        )
+    config = path.with_name(formats.SAFETENSORS_CONFIG)
+    if config.exists():
+        try:
+            ours = json.loads(config.read_text()).get("format") == formats.SAFETENSORS_CONFIG_FORMAT
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise ReslabError(
+                f"cannot write {str(path)!r}: its {formats.SAFETENSORS_CONFIG} would replace {str(config)!r}, "
+                "which no safetensors export wrote (a run directory's?); choose another folder with --out"
+            )
+
+
 def _check_format(fmt: str) -> str:
     fmt = fmt.strip().lower()
-    if fmt not in formats.FORMATS:
-        raise ReslabError(f"unknown export format {fmt!r}; choose one of: {', '.join(formats.FORMATS)}")
+    if fmt not in formats.ALL_FORMATS:
+        raise ReslabError(f"unknown export format {fmt!r}; choose one of: {', '.join(formats.ALL_FORMATS)}")
     return fmt
 
 
@@ -182,7 +211,8 @@ def export_model(
 ) -> ExportReport:
     """Export an fp32 model traced at `example`, read the file back, compare on `check_batch` (default:
     example) at each of `batch_sizes`. The file lands at path (atomically) only if the check passes.
-    `metadata` (JSON-able) is stored in the file; read it back with `read_metadata(path)`."""
+    `metadata` (JSON-able) is stored in the file; read it back with `read_metadata(path)`. safetensors
+    also writes config.json beside path (the model's config and `metadata`), once the check passed."""
     fmt = _check_format(fmt)
     path = Path(path)
     if fmt != "onnx" and opset is not None:
@@ -198,6 +228,7 @@ def export_model(
         model = copy.deepcopy(model).float()  # the check is against fp32; leave the caller's model alone
     was_training = model.training
     model.eval()
+    config_path = path.with_name(formats.SAFETENSORS_CONFIG) if fmt == "safetensors" else None
     try:
         # The file lands at path only when the check passes; _Discard leaves an older file there alone.
         with atomic_path(path, suffix=path.suffix) as tmp:
@@ -211,6 +242,8 @@ def export_model(
             size = tmp.stat().st_size
             if not passed:
                 raise _Discard
+            if config_path is not None:  # atomically, just before the weights land
+                write_json(config_path, formats.safetensors_config(model, metadata or {}, path.name))
     except _Discard:
         pass
     finally:
@@ -238,6 +271,7 @@ def export_model(
         passed=passed,
         export_seconds=round(seconds, 3),
         notes=notes,
+        config_path=str(config_path) if config_path is not None else None,
     )
 
 
@@ -252,9 +286,10 @@ def export_checkpoint(
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
 ) -> ExportReport:
-    """Export a reslab checkpoint (file or run directory) to onnx | torchscript | exported-program and
-    verify it. Static exports are traced and checked at `batch_size` (default 1); a dynamic batch is
-    checked at 1 and at `batch_size` (default 8). The report says whether the check passed."""
+    """Export a reslab checkpoint (file or run directory) to onnx | torchscript | exported-program |
+    safetensors and verify it. Static exports are traced and checked at `batch_size` (default 1); a
+    dynamic batch is checked at 1 and at `batch_size` (default 8). The report says whether the check
+    passed. safetensors goes by default to best-safetensors/{model.safetensors,config.json}."""
     fmt = _check_format(fmt)
     if fmt != "onnx" and opset is not None:
         raise ReslabError("opset applies only to fmt onnx", params=("opset", "fmt"))
@@ -264,11 +299,50 @@ def export_checkpoint(
         raise ReslabError("atol must be positive and rtol not negative", params=("atol", "rtol"))
     payload = load_checkpoint(checkpoint)
     checkpoint_path = Path(payload["path"])
-    path = _resolve_out(out, checkpoint_path, fmt)
+    made_folder = None
+    if out is None and fmt == "safetensors":  # the default best-safetensors/ folder
+        folder = default_out(checkpoint_path, fmt).parent
+        if not folder.exists() and checkpoint_path.parent.is_dir():
+            try:
+                folder.mkdir()
+                made_folder = folder
+            except OSError:
+                pass  # _check_writable says why in one line
+    try:
+        path = _resolve_out(out, checkpoint_path, fmt)
+        report = _export_loaded(payload, fmt, path, dynamic_batch, opset, batch_size, atol, rtol)
+    except BaseException:
+        _remove_empty(made_folder)
+        raise
+    if not report.written:
+        _remove_empty(made_folder)
+    return report
+
+
+def _remove_empty(folder: Path | None) -> None:
+    if folder is not None:
+        with contextlib.suppress(OSError):  # not empty (or gone): leave it
+            folder.rmdir()
+
+
+def _export_loaded(
+    payload: dict[str, Any],
+    fmt: str,
+    path: Path,
+    dynamic_batch: bool,
+    opset: int | None,
+    batch_size: int | None,
+    atol: float,
+    rtol: float,
+) -> ExportReport:
     model = model_from_checkpoint(payload)
     shape = input_shape(payload, model)
-    if dynamic_batch:
-        sizes: tuple[int, ...] = (1, batch_size or DYNAMIC_BATCH)
+    if fmt in formats.WEIGHTS_FORMATS:  # weights fit any batch size: checked at 1 and batch_size (8)
+        dynamic_batch = True
+        sizes: tuple[int, ...] = tuple(sorted({1, batch_size or DYNAMIC_BATCH}))
+        trace = TRACE_BATCH
+    elif dynamic_batch:
+        sizes = (1, batch_size or DYNAMIC_BATCH)
         trace = TRACE_BATCH
     else:
         sizes = (batch_size or STATIC_BATCH,)

@@ -1,9 +1,13 @@
-"""The three serving formats: how each is written from a model and read back the way a server reads it.
+"""The serving formats: how each is written from a model and read back the way a server reads it.
 
 ONNX goes through `torch.onnx.export`'s torch.export-based ("dynamo") exporter, PyTorch's supported path
 since 2.9: it captures the exact graph torch.export sees and translates it with onnxscript. That exporter
 only emits opset 18 and later (for lower requests it silently keeps 18), so an explicit older opset goes
 through the deprecated TorchScript-based exporter instead, which is still the only way to get one.
+
+safetensors holds only the weights (the fp32 state_dict, no code, nothing runs on load); a config.json
+beside it (written by core) says which ResNet to build. It is read back with safetensors.torch.load_file
+into a fresh model built from that config.
 """
 
 from __future__ import annotations
@@ -21,8 +25,17 @@ from torch import nn
 
 from ..errors import ReslabError
 
+# FORMATS: the programs a server runs as they are; WEIGHTS_FORMATS: weights only, for a model built
+# from the config.json beside them; ALL_FORMATS: what export accepts.
 FORMATS = ("onnx", "torchscript", "exported-program")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts.pt", "exported-program": ".pt2"}
+WEIGHTS_FORMATS = ("safetensors",)
+ALL_FORMATS = FORMATS + WEIGHTS_FORMATS
+SUFFIXES = {
+    "onnx": ".onnx",
+    "torchscript": ".ts.pt",
+    "exported-program": ".pt2",
+    "safetensors": ".safetensors",
+}
 
 # torch's own default for its exporter (torch.onnx._constants.ONNX_DEFAULT_OPSET); onnxruntime has run it
 # since 1.17. The range is what this torch can emit: the dynamo exporter from 18, the TorchScript one below.
@@ -30,8 +43,13 @@ DEFAULT_OPSET = 20
 MIN_OPSET, DYNAMO_MIN_OPSET, MAX_OPSET = 7, 18, 23
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 # Each file carries what a server needs to feed it (preprocessing, class names) under this key: ONNX
-# metadata_props, a TorchScript extra file, an ExportedProgram extra file.
+# metadata_props, a TorchScript extra file, an ExportedProgram extra file, a safetensors header entry.
 METADATA_KEY = "reslab.json"
+# safetensors: the ResNetConfig dict in the header too, so the file alone can rebuild its model; the
+# config.json written beside it (SAFETENSORS_CONFIG) holds the same plus the reslab.json metadata.
+MODEL_CONFIG_KEY = "reslab.model_config"
+SAFETENSORS_NAME, SAFETENSORS_CONFIG = "model.safetensors", "config.json"
+SAFETENSORS_CONFIG_FORMAT = "reslab-safetensors"
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -143,6 +161,41 @@ def write_exported_program(
     return Written(exporter="torch.export.export")
 
 
+def _model_config(model: nn.Module) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        raise ReslabError("safetensors export needs a reslab ResNet (its config says what to build)")
+    return config.to_dict()
+
+
+def write_safetensors(model: nn.Module, path: Path, metadata: str) -> Written:
+    """The fp32 state_dict (contiguous, unshared tensors) with the reslab metadata in the header."""
+    import safetensors
+    from safetensors.torch import save_file
+
+    state = {
+        key: value.detach()
+        .to("cpu", torch.float32 if value.is_floating_point() else value.dtype)
+        .clone(memory_format=torch.contiguous_format)
+        for key, value in model.state_dict().items()
+    }
+    header = {"format": "pt", METADATA_KEY: metadata, MODEL_CONFIG_KEY: json.dumps(_model_config(model))}
+    save_file(state, str(path), metadata=header)
+    return Written(exporter=f"safetensors {safetensors.__version__} save_file (fp32 state_dict)")
+
+
+def safetensors_config(model: nn.Module, metadata: dict[str, Any], weights_name: str) -> dict[str, Any]:
+    """config.json beside a model.safetensors: what to build (model_name, model_config) and how to feed
+    it (mean, std, class_names, ...: the reslab.json metadata)."""
+    return {
+        "format": SAFETENSORS_CONFIG_FORMAT,
+        "version": 1,
+        **metadata,
+        "model_config": _model_config(model),
+        "weights": weights_name,
+    }
+
+
 def write(
     fmt: str,
     model: nn.Module,
@@ -157,15 +210,27 @@ def write(
         return write_onnx(model, example, path, dynamic_batch, check_opset(opset), text)
     if fmt == "torchscript":
         return write_torchscript(model, example, path, text)
+    if fmt == "safetensors":
+        return write_safetensors(model, path, text)
     return write_exported_program(model, example, path, dynamic_batch, text)
+
+
+def _safetensors_header(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})
 
 
 def read_metadata(path: str | Path, fmt: str | None = None) -> dict[str, Any]:
     """The reslab metadata an exported file carries (empty if it has none); fmt defaults from the name."""
     path = Path(path)
-    fmt = fmt or {".onnx": "onnx", ".pt2": "exported-program"}.get(path.suffix, "torchscript")
+    suffixes = {".onnx": "onnx", ".pt2": "exported-program", ".safetensors": "safetensors"}
+    fmt = fmt or suffixes.get(path.suffix, "torchscript")
     text = ""
-    if fmt == "onnx":
+    if fmt == "safetensors":
+        text = _safetensors_header(path).get(METADATA_KEY, "")
+    elif fmt == "onnx":
         import onnx
 
         proto = onnx.load(str(path), load_external_data=False)
@@ -198,6 +263,23 @@ def load_runner(fmt: str, path: Path) -> tuple[Runner, str]:
         with _quiet():
             module = torch.jit.load(str(path), map_location="cpu")
         return module, "torch.jit.load"
+    if fmt == "safetensors":
+        import safetensors
+        from safetensors.torch import load_file
+
+        from ..models import ResNetConfig, build_model
+
+        state = load_file(str(path), device="cpu")
+        header = _safetensors_header(path)
+        if MODEL_CONFIG_KEY not in header:
+            raise ValueError(f"the header has no {MODEL_CONFIG_KEY}")
+        fresh = build_model(ResNetConfig.from_dict(json.loads(header[MODEL_CONFIG_KEY])))
+        fresh.load_state_dict(state)  # strict: every tensor, nothing else
+        fresh.eval()
+        return fresh, (
+            f"safetensors {safetensors.__version__} load_file into a fresh {fresh.config.name or 'ResNet'} "
+            "built from its config"
+        )
     with _quiet():
         program = torch.export.load(str(path))
     return program.module(), "torch.export.load(...).module()"
