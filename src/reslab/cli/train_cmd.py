@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a model (default: resnet20 on the bundled digits)",
-        description="Train a model; writes config.json, metrics.jsonl, test.json, last.pt, best.pt and "
-        "curves.png to the run directory. Unset numbers come from the recipe. --resume continues a run with "
+        description="Train a model; writes config.json, metrics.jsonl, metrics.csv, TensorBoard events, "
+        "test.json, last.pt, best.pt and curves.png to the run directory. Unset numbers come from the recipe. --resume continues a run with "
         "its own settings: only --quiet, --threads, --download and --nproc may come with it.",
     )
     # In --help order: what to train and how, where it runs, then several processes and regularisation.
@@ -79,9 +79,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument(
         "--weights",
-        metavar="CKPT_OR_PTH",
-        help="start from these weights (reslab checkpoint or torchvision .pth); a new "
-        "classifier when the class count differs",
+        metavar="FILE_OR_NAME",
+        help="start from these weights: a reslab checkpoint, a .pth or .safetensors state dict, or a "
+        "torchvision weights name (IMAGENET1K_V1, DEFAULT); a new classifier when the class count differs",
     )
     p.add_argument(
         "--download", action="store_true", default=None, help="let the data source download (CIFAR)"

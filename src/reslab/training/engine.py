@@ -1,9 +1,10 @@
 """The fit loop: epochs of device batches through the train step, validation, checkpoints, metrics.
 
-Crash safety: at each epoch's end best.pt (when validation improved), then last.pt, then metrics.jsonl are
-replaced atomically. last.pt holds everything needed to continue (weights, optimiser, scheduler, RNG
-states, the data generator, epoch, step, the metric history), so a run killed at any moment resumes from
-the last finished epoch and reproduces the uninterrupted run exactly.
+Crash safety: at each epoch's end the TensorBoard scalars are appended (tb_log), then best.pt (when
+validation improved), last.pt, and metrics.jsonl + metrics.csv are replaced atomically. last.pt holds
+everything needed to continue (weights, optimiser, scheduler, RNG states, the data generator, epoch, step,
+the metric history), so a run killed at any moment resumes from the last finished epoch and reproduces the
+uninterrupted run exactly.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from ..precision import Precision
 from ..run_config import RunConfig
 from ..split_metrics import evaluate_split
 from .distributed import DistContext, mark_quiet
+from .ema import WeightAverage
+from .finetune import set_train_mode
 from .progress import RunProgress
 from .recipes import LRSchedule, make_optimizer, make_scheduler
 from .run_dir import write_metrics
 from .step import TrainStep
+from .tb_log import EpochLog
 
 # Host syncs (loss/error read-outs, NaN checks) per epoch, besides the one at its end.
 READS_PER_EPOCH = 4
@@ -135,13 +139,27 @@ class Trainer:
             loss_fn=loss_fn,
             reduce=self.dist.all_reduce_sum if self.dist.distributed else None,
         )
+        self.ema = WeightAverage(model, config.ema) if config.ema else None
         self.state = FitState()
 
     # -- checkpoints -------------------------------------------------------------------------------
+    @property
+    def eval_model(self) -> nn.Module:
+        """What validation, best.pt and the test use: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def _weights(self) -> dict[str, Any]:
+        """The checkpoint's weights: `model` holds what evaluation uses (eval, predict and export read
+        it); with an average, the trained weights and the average's state travel beside it."""
+        if self.ema is None:
+            return model_payload(self.model)
+        trained = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return {**model_payload(self.ema.module), "trained_model": trained, "ema": self.ema.state_dict()}
+
     def payload(self) -> dict[str, Any]:
         s = self.state
         return {
-            **model_payload(self.model),
+            **self._weights(),
             "data": self.bundle.info(),
             "run_config": self.run_config.to_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -159,7 +177,11 @@ class Trainer:
     def restore(self, payload: dict[str, Any]) -> None:
         """Continue from a last.pt: weights, optimiser, scheduler, RNG, counters and metric history."""
         try:
-            self.model.load_state_dict(payload["model"])
+            if self.ema is not None:
+                self.model.load_state_dict(payload["trained_model"])
+                self.ema.load_state_dict(payload["ema"])
+            else:
+                self.model.load_state_dict(payload["model"])
             self.optimizer.load_state_dict(payload["optimizer"])
             self.scheduler.load_state_dict(payload["scheduler"])
             if self.step_fn.grad_scaler is not None and payload.get("grad_scaler"):
@@ -203,12 +225,22 @@ class Trainer:
         raise mark_quiet(error) if not self.dist.is_main else error
 
     def fit(self, progress: RunProgress) -> FitState:
+        # TensorBoard events (rank 0): closed at the end, also when an epoch raises.
+        log = EpochLog(self.run_dir, self.state.epoch) if self.dist.is_main else None
+        try:
+            return self._fit(progress, log)
+        finally:
+            if log is not None:
+                log.close()
+
+    def _fit(self, progress: RunProgress, log: EpochLog | None) -> FitState:
         s = self.state
         read_every = max(1, self.steps_per_epoch // READS_PER_EPOCH)
         model = self.train_model
-        model.train()
         while s.epoch < self.epochs and s.step < self.total_steps:
             epoch = s.epoch + 1
+            model.train()  # validation left eval mode behind; frozen parts keep BN statistics
+            set_train_mode(self.model, self.config.freeze)
             steps = min(self.steps_per_epoch, self.total_steps - s.step)
             lr = self.optimizer.param_groups[0]["lr"]
             progress.start_epoch(epoch, steps)
@@ -218,6 +250,8 @@ class Trainer:
                 if i >= steps:
                     break
                 self.step_fn(x, y)
+                if self.ema is not None:
+                    self.ema.update(self.model)
                 s.step += 1
                 progress.advance(y.shape[0] * self.dist.world_size)
                 if (i + 1) % read_every == 0 and i + 1 < steps:
@@ -232,8 +266,10 @@ class Trainer:
             # DDP: each rank's BN running statistics saw only its slice; validate (and checkpoint) rank 0's,
             # each rank on its shard of the validation set, sums reduced.
             self.dist.sync_buffers(self.model)
+            if self.ema is not None:
+                self.dist.sync_buffers(self.ema.module)
             val = evaluate_split(
-                self.model,
+                self.eval_model,
                 self.dist.shard(self.bundle.val),
                 self.bundle.mean,
                 self.bundle.std,
@@ -256,6 +292,8 @@ class Trainer:
                 "images_per_second": round(images / max(train_seconds, 1e-9), 1),
             }
             s.metrics.append(row)
+            if log is not None:
+                log.log(row)  # before last.pt: the events always hold every epoch the checkpoint holds
             # Ties on validation error go to the lower validation loss; the test set is never consulted.
             best = (val["error"], val["loss"]) < (s.best_val_error, s.best_val_loss)
             if best:
