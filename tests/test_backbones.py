@@ -267,3 +267,15 @@ def test_features_help_says_checkpoints_only(capsys):
         main(["features", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "checkpoint" in text and "weights names are not accepted" in text
+
+
+def test_a_weights_file_loads_into_a_headless_backbone(tmp_path):
+    torch.manual_seed(0)
+    full = torchvision.models.resnet18().eval()
+    torch.save(full.state_dict(), tmp_path / "r18.pth")
+    backbone = reslab.create_model("resnet18", weights=tmp_path / "r18.pth", num_classes=0).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        pooled = torch.flatten(full.avgpool(full.layer4(full.layer3(full.layer2(full.layer1(
+            full.maxpool(full.relu(full.bn1(full.conv1(x))))))))), 1)  # fmt: skip
+        assert torch.allclose(backbone(x), pooled, atol=1e-6)
