@@ -41,7 +41,8 @@ def test_a_runs_config_json_repeats_the_run(tmp_path):
     # Its out is not taken from the file (that folder holds the run); --out picks the new one.
     assert main(["train", "--config", str(first / "config.json"), "--quiet", "--out", str(second)]) == 0
     a, b = _config(first), _config(second)
-    assert a["request"] == {**b["request"], "out": str(first)}
+    # The repeat asked for what the first run asked for, and for every training number as it resolved.
+    assert {k: v for k, v in a["request"].items() if k != "out"}.items() <= b["request"].items()
     assert a["train"] == b["train"] and a["model"] == b["model"] and a["seed"] == b["seed"] == 3
     weights_a, weights_b = (load_checkpoint(run / "last.pt")["model"] for run in (first, second))
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
@@ -51,6 +52,29 @@ def test_a_reslab_01_config_json_reads_as_its_settings():
     settings = settings_from_file(LEGACY_RUN / "config.json")
     assert settings["model"] == "resnet8" and settings["data"] == "digits" and settings["recipe"] == "default"
     assert settings["epochs"] == 1 and settings["batch_size"] == 64 and settings["lr"] == 0.1
+    # 0.1 decayed every weight; today's default recipe would not, so the repeat says so.
+    assert settings["decay_norm_and_bias"] is True and settings["warmup_steps"] == 4
+
+
+def test_a_run_config_without_a_recorded_request_repeats_its_resolved_settings(tmp_path):
+    stored = {**json.loads((LEGACY_RUN / "config.json").read_text())}
+    legacy = settings_from_file(LEGACY_RUN / "config.json")
+    from reslab.checkpoint import run_config_of
+
+    config = run_config_of(load_checkpoint(LEGACY_RUN / "best.pt")).to_dict()  # version 2, request None
+    assert config["request"] is None and stored["model"] == "resnet8"
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert settings_from_file(path) == legacy
+
+
+def test_yaml_numbers_are_numbers_and_wrong_types_are_one_line(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text("lr: 1e-3\nepochs: 1\n")
+    assert settings_from_file(path) == {"lr": 0.001, "epochs": 1}
+    path.write_text("compile: 'false'\n")
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == "reslab train: error: --compile must be bool, got 'false'"
 
 
 @pytest.mark.parametrize(

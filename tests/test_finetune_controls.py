@@ -67,6 +67,17 @@ def test_norm_and_bias_parameters_get_no_weight_decay_by_default_but_the_paper_r
     assert all(g["weight_decay"] == 1e-4 for g in groups)
 
 
+def test_adamw_brings_its_own_lr_and_weight_decay_unless_given():
+    from reslab.training.recipes import resolve_recipe
+
+    adamw = resolve_recipe("default", model_depth=20, train_size=1000, optimizer="adamw")
+    assert (adamw.lr, adamw.weight_decay) == (1e-3, 0.05)
+    given = resolve_recipe(
+        "default", model_depth=20, train_size=1000, optimizer="adamw", lr=0.01, weight_decay=0.0
+    )
+    assert (given.lr, given.weight_decay) == (0.01, 0.0)
+
+
 def test_adamw_trains(tmp_path):
     run = reslab.train(epochs=2, optimizer="adamw", out=tmp_path / "run", **{**TINY, "lr": 0.003})
     state = load_checkpoint(tmp_path / "run" / "last.pt")["optimizer"]["state"]

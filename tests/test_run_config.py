@@ -182,3 +182,16 @@ def test_weights_saved_from_ddp_load_without_the_module_prefix(tmp_path):
         torch.equal(a, b)
         for a, b in zip(model.state_dict().values(), source.state_dict().values(), strict=True)
     )
+
+
+def test_a_reslab_01_run_resumes(tmp_path):
+    # The fixture's best.pt is its only (epoch 1 of 1) checkpoint, optimiser state included: as last.pt,
+    # resuming finishes the run. Its optimiser holds one parameter group, as runs without the fine-tuning
+    # controls still do.
+    run = tmp_path / "old"
+    shutil.copytree(LEGACY_RUN, run)
+    shutil.copy(run / "best.pt", run / "last.pt")
+    result = reslab.train(resume=run, quiet=True)
+    old = json.loads((LEGACY_RUN / "test.json").read_text())
+    assert result.test["n"] == old["n"] and result.test["best_epoch"] == 1
+    assert len(load_checkpoint(run / "last.pt")["optimizer"]["param_groups"]) == 1

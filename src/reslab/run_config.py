@@ -12,13 +12,18 @@ CLI shows its flags.
 
 from __future__ import annotations
 
+import functools
 import math
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from .errors import ReslabError
+from .models.config import ResNetConfig
 
 FORMAT_VERSION = 2  # 1: reslab 0.1's untyped dict (read by `RunConfig.from_legacy`)
 RECIPES = ("default", "paper", "imagenet")
@@ -58,10 +63,33 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+def check_type(name: str, value: Any, hint: Any) -> None:
+    """A setting's value has its field's type (a file or a Python caller can give anything): a bool is
+    no number, an int is a float, None passes where the field allows it."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return
+    for kind in allowed:
+        base = typing.get_origin(kind) or kind
+        if base is bool and isinstance(value, bool):
+            return
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if is_number and (base is float or (base is int and isinstance(value, int))):
+            return
+        if base in (str, dict, tuple) and isinstance(value, base):
+            return
+    names = " or ".join(getattr(typing.get_origin(k) or k, "__name__", str(k)) for k in allowed)
+    raise ReslabError(f"{name} must be {names}, got {value!r}", params=(name,))
+
+
 def check_setting(name: str, value: Any) -> None:
     """The one check of a training setting's value (None means "the recipe's" and always passes)."""
     rule = _RULES.get(name)
-    if value is None or rule is None:
+    if value is None:
+        return
+    if name in _override_types():
+        check_type(name, value, _override_types()[name])
+    if rule is None:
         return
     test, must = rule
     try:
@@ -137,10 +165,19 @@ RECIPE_OVERRIDES = tuple(
 ) + ("lr_scaling",)
 
 
+@functools.cache
+def _override_types() -> dict[str, Any]:
+    return {**typing.get_type_hints(TrainConfig), "lr_scaling": str, "threads": int}
+
+
 def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of `data` that are fields of dataclass `cls` (newer files may carry more)."""
     names = {f.name for f in fields(cls)}
     return {key: value for key, value in data.items() if key in names}
+
+
+# What model_options may set: ResNetConfig's options that the data does not decide.
+_MODEL_OPTIONS = set(ResNetConfig.__dataclass_fields__) - {"name", "num_classes", "in_chans"}
 
 
 @dataclass(frozen=True)
@@ -164,6 +201,17 @@ class TrainRequest:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        hints = typing.get_type_hints(TrainRequest)
+        for item in fields(self):
+            if item.name != "overrides":
+                check_type(item.name, getattr(self, item.name), hints[item.name])
+        unknown_options = set(self.model_options) - _MODEL_OPTIONS
+        if unknown_options:
+            raise ReslabError(
+                f"unknown model option(s) {', '.join(sorted(unknown_options))} in model_options; "
+                f"choose from {', '.join(sorted(_MODEL_OPTIONS))}",
+                params=("model_options",),
+            )
         if self.recipe not in RECIPES:
             raise ReslabError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
         if self.precision not in PRECISIONS:
@@ -208,7 +256,8 @@ def setting_names() -> set[str]:
 
 
 def _plain(value: Any) -> Any:
-    return str(value) if isinstance(value, Path) else value
+    """Paths and torchvision weights enums as the strings config.json records."""
+    return str(value) if isinstance(value, Path | Enum) else value
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Training settings from a file: `reslab train --config FILE` / `reslab.train(config=FILE)`.
 
 The file is JSON or YAML: a mapping of setting names (as `reslab.train` spells them; `batch-size` also
-works) to values, or a run's own config.json, whose recorded request repeats that run (into a new run
-directory unless `out` is given). Settings given on the command line or as keywords win over the file's.
+works) to values, or a run's own config.json (this reslab's or 0.1's), which repeats that run: its
+request with every training number as it resolved (into a new run directory unless `out` is given). Settings given on the command line or as keywords win over the file's.
 """
 
 from __future__ import annotations
@@ -12,30 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ReslabError
-from .run_config import RECIPE_OVERRIDES, setting_names
-
-# Resolved values of a reslab 0.1 config.json (no recorded request) that repeat it.
-_LEGACY_TRAIN_KEYS = (
-    "batch_size",
-    "lr",
-    "schedule",
-    "warmup_steps",
-    "weight_decay",
-    "label_smoothing",
-    "random_erase",
-)
+from .run_config import RECIPE_OVERRIDES, RunConfig, setting_names
 
 
 def settings_from_file(path: str | Path) -> dict[str, Any]:
     """The settings a file holds, checked by name (values are checked when the request is made)."""
     path = Path(path)
     data = _read_mapping(path)
-    if "request" in data and "version" in data:
-        settings = {key: value for key, value in dict(data["request"] or {}).items() if key != "out"}
-    elif "model_config" in data and "train" in data:
-        settings = _legacy_run_settings(data)
+    if "version" in data or ("model_config" in data and "train" in data):
+        settings = _run_settings(path, data)
     else:
-        settings = {str(key).replace("-", "_"): value for key, value in data.items()}
+        settings = {str(key).replace("-", "_"): _number(value) for key, value in data.items()}
     unknown = sorted(set(settings) - setting_names())
     if unknown:
         raise ReslabError(
@@ -44,6 +31,16 @@ def settings_from_file(path: str | Path) -> dict[str, Any]:
             params=("config",),
         )
     return settings
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads `1e-3` as a string; a string that is a number is one."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
@@ -68,24 +65,33 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-def _legacy_run_settings(data: dict[str, Any]) -> dict[str, Any]:
-    """reslab 0.1 recorded only resolved values; these repeat its runs (a paper-recipe run keeps its
-    iteration budget because its epochs are left to the recipe)."""
-    train = data["train"]
+def _run_settings(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """A run's config.json (either format) as the settings that repeat it: what it asked for, with every
+    training number as it resolved, so that later changes of a recipe's defaults do not change it. Its
+    `out` is not repeated (that folder holds the run)."""
+    try:
+        config = RunConfig.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ReslabError(
+            f"config {str(path)!r} is not a readable run config ({exc})", params=("config",)
+        ) from None
     settings: dict[str, Any] = {
-        "model": data["model"],
-        "data": data["data"],
-        "recipe": train.get("recipe", "default"),
-        "seed": data.get("seed", 0),
-        "precision": (data.get("precision") or {}).get("precision", "auto"),
-        "model_options": data.get("model_options") or {},
-        "compile": bool(data.get("compile", False)),
-        "weights": data.get("weights"),
-        "download": bool(data.get("download", False)),
+        "model": config.model.name,
+        "data": config.data.spec,
+        "recipe": config.train.recipe,
+        "seed": config.seed,
+        "precision": config.precision.precision,
+        "model_options": config.model.options,
+        "weights": config.model.weights,
+        "compile": config.model.compile,
+        "download": config.data.download,
+        "sync_bn": config.distributed.sync_bn,
+        **(config.request or {}),
     }
-    settings.update(
-        {key: train[key] for key in _LEGACY_TRAIN_KEYS if key in train and key in RECIPE_OVERRIDES}
-    )
-    if not train.get("max_steps"):
-        settings["epochs"] = train["epochs"]
+    train = config.train.to_dict()
+    for key in RECIPE_OVERRIDES:
+        # An iteration budget (the paper recipe's) stays the recipe's, unless epochs replaced it.
+        if key in train and not (key == "epochs" and config.train.max_steps):
+            settings[key] = train[key]
+    settings.pop("out", None)
     return settings

@@ -239,7 +239,8 @@ class Trainer:
         model = self.train_model
         while s.epoch < self.epochs and s.step < self.total_steps:
             epoch = s.epoch + 1
-            model.train()  # validation left eval mode behind; frozen parts keep BN statistics
+            # Validation ends in train mode for every module; frozen parts' BN must keep its statistics.
+            model.train()
             set_train_mode(self.model, self.config.freeze)
             steps = min(self.steps_per_epoch, self.total_steps - s.step)
             lr = self.optimizer.param_groups[0]["lr"]

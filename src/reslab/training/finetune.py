@@ -50,7 +50,11 @@ def set_train_mode(model: nn.Module, point: str) -> None:
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
     """The trainable parameters in up to four groups, the head's first (its lr is the run's lr): head and
     backbone (lr x backbone_lr_scale), each with and without weight decay. Norm-layer parameters and
-    biases get none unless config.decay_norm_and_bias (the papers decay every weight)."""
+    biases get none unless config.decay_norm_and_bias (the papers decay every weight). Without either
+    control, one group in model.parameters() order: the layout of runs saved before them, which resume."""
+    if config.decay_norm_and_bias and config.backbone_lr_scale == 1.0:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        return [{"params": trainable, "lr": config.lr, "weight_decay": config.weight_decay}]
     norm_params = {
         id(p)
         for module in model.modules()

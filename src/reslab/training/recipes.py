@@ -103,6 +103,20 @@ BUILDERS = {"default": _default_recipe, "paper": _paper_recipe, "imagenet": _ima
 _SPECIAL = ("lr", "epochs", "lr_scaling")
 
 
+# The recipes' lr and weight decay are SGD's; AdamW wants an lr two orders smaller and a larger,
+# decoupled weight decay (its usual values, e.g. timm's and torch's fine-tuning references).
+ADAMW_LR = 1e-3
+ADAMW_WEIGHT_DECAY = 0.05
+
+
+def _adamw_defaults(config: TrainConfig, user: dict[str, Any]) -> dict[str, Any]:
+    """AdamW's own lr and weight decay where the user chose AdamW over a recipe's SGD and gave neither."""
+    if user.get("optimizer") != "adamw" or config.optimizer == "adamw":
+        return {}
+    defaults = {"lr": ADAMW_LR, "weight_decay": ADAMW_WEIGHT_DECAY}
+    return {key: value for key, value in defaults.items() if user.get(key) is None}
+
+
 def _milestones_as_fractions(config: TrainConfig) -> dict[str, Any]:
     """The paper's milestones (step numbers out of max_steps) restated as fractions of the run."""
     return {
@@ -131,6 +145,7 @@ def resolve_recipe(name: str, *, model_depth: int, train_size: int, **user: Any)
     }
     if lr is not None:
         overrides["lr"] = lr
+    overrides.update(_adamw_defaults(config, user))
     extra = {**config.extra, "lr_scaling": lr_record}
     run_steps_per_epoch = steps_per_epoch(train_size, batch_size or config.batch_size)
     if config.max_steps and epochs is None and batch_size is not None:
