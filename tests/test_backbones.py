@@ -262,11 +262,11 @@ def test_features_cli_bad_input_is_one_line(digits_run, digit_folder, tmp_path, 
     assert not (tmp_path / "f.npz").exists()
 
 
-def test_features_help_says_checkpoints_only(capsys):
+def test_features_help_names_both_sources(capsys):
     with pytest.raises(SystemExit):
         main(["features", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "checkpoint" in text and "weights names are not accepted" in text
+    assert "CHECKPOINT_OR_MODEL" in text and "--weights" in text
 
 
 def test_a_weights_file_loads_into_a_headless_backbone(tmp_path):

@@ -195,3 +195,35 @@ def test_train_starts_from_weights_by_name(offline, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path / "run")]) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["model"]["weights"] == "IMAGENET1K_V1"
+    # The weights' metadata travels into the run config (and so into every checkpoint).
+    pretrained = config["model"]["pretrained"]
+    assert pretrained["weights"] == "ResNet18_Weights.IMAGENET1K_V1" and pretrained["crop_size"] == 224
+    assert "class_names" not in pretrained
+    from reslab.checkpoint import load_checkpoint, run_config_of
+
+    assert run_config_of(load_checkpoint(tmp_path / "run" / "best.pt")).model.pretrained == pretrained
+
+
+def test_features_of_pretrained_weights_by_name(cached, tmp_path, capsys):
+    import numpy as np
+
+    for i, colour in enumerate([(200, 30, 30), (20, 160, 40)]):
+        Image.new("RGB", (80, 60), colour).save(tmp_path / f"{i}.png")
+    out = tmp_path / "f.npz"
+    assert main(["features", "resnet18", str(tmp_path), "--weights", "IMAGENET1K_V1", "--out", str(out)]) == 0
+    saved = np.load(out)
+    assert saved["features"].shape == (2, 512) and [p.rsplit("/", 1)[-1] for p in saved["paths"]] == [
+        "0.png",
+        "1.png",
+    ]
+    # The same numbers as torchvision's own model and eval transform (resize 256, crop 224, its mean/std).
+    reference = torchvision.models.resnet18(weights="IMAGENET1K_V1").eval()
+    reference.fc = torch.nn.Identity()
+    transform = R18.transforms()
+    x = torch.stack([transform(Image.open(tmp_path / f"{i}.png").convert("RGB")) for i in range(2)])
+    with torch.no_grad():
+        expected = reference(x).numpy()
+    assert np.abs(saved["features"] - expected).max() < 2e-2 * np.abs(expected).max()
+    capsys.readouterr()
+    assert main(["features", "resnet18", str(tmp_path), "--weights", "nope.pth", "--out", str(out)]) == 2
+    assert "is a file; give it as checkpoint" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, model_from_checkpoint, run_config_of
 from .data import load_data, normalise
+from .data.images import read_resized
 from .errors import ReslabError
 from .precision import Precision, resolve_device, resolve_precision
 from .run_config import RunConfig
@@ -210,29 +211,7 @@ def predict_pretrained(
     model = create_model(model_name, weights=weights)
     cfg = model.pretrained_cfg
     names = cfg["class_names"] or [str(i) for i in range(cfg["num_classes"])]
-    pixels = torch.stack([_read_resized(p, cfg["resize_size"], cfg["crop_size"]) for p in images])
+    pixels = torch.stack([read_resized(p, cfg["resize_size"], cfg["crop_size"]) for p in images])
     prec = resolve_precision(precision or "auto", dev)
     model = model.to(dev).eval()
     return _top_classes(model, pixels, cfg["mean"], cfg["std"], names, images, topk, prec, dev, fast)
-
-
-def _read_resized(path: str | Path, resize_size: int, crop_size: int) -> torch.Tensor:
-    """An image file as RGB uint8 (3, crop, crop), as torchvision's ImageClassification eval transform
-    prepares it: shorter side resized to resize_size (bilinear, antialiased), then the centre crop."""
-    from .data.images import decode, open_image
-
-    path = Path(path)
-    with open_image(path) as image:
-        width, height = image.size
-        if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that swap the sides
-            width, height = height, width
-        short, long = min(width, height), max(width, height)
-        size_long = int(resize_size * long / short)
-        size = (resize_size, size_long) if height <= width else (size_long, resize_size)
-        array = decode(image, path, 3, size)  # the aspect ratio kept: a resize, no crop
-    pixels = torch.from_numpy(array.copy())
-    if min(size) < crop_size:  # torchvision pads; an eval resize is never smaller than its crop
-        raise ReslabError(f"resize_size {resize_size} is smaller than crop_size {crop_size}")
-    top = int(round((size[0] - crop_size) / 2.0))
-    left = int(round((size[1] - crop_size) / 2.0))
-    return pixels[:, top : top + crop_size, left : left + crop_size].contiguous()

@@ -267,6 +267,8 @@ class ModelSettings:
     config: dict[str, Any]  # the built ResNetConfig.to_dict()
     weights: str | None = None  # the weights training started from
     compile: bool = False
+    # Named weights' metadata (weights, url, mean, std, input/resize/crop sizes), None for files.
+    pretrained: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # JSON-shaped, as config.json reads back (reslab 0.1's checkpoints hold tuples).

@@ -93,3 +93,23 @@ def read_image(path: str | Path, in_chans: int, image_size: int | tuple[int, int
     with open_image(path) as image:
         array = decode(image, path, in_chans, (int(size[0]), int(size[1])))
     return torch.from_numpy(array.copy())  # decoded arrays can be read-only views of Pillow memory
+
+
+def read_resized(path: str | Path, resize_size: int, crop_size: int) -> torch.Tensor:
+    """An image file as RGB uint8 (3, crop, crop), as torchvision's ImageClassification eval transform
+    prepares it: shorter side resized to resize_size (bilinear, antialiased), then the centre crop."""
+    path = Path(path)
+    with open_image(path) as image:
+        width, height = image.size
+        if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that swap the sides
+            width, height = height, width
+        short, long = min(width, height), max(width, height)
+        size_long = int(resize_size * long / short)
+        size = (resize_size, size_long) if height <= width else (size_long, resize_size)
+        array = decode(image, path, 3, size)  # the aspect ratio kept: a resize, no crop
+    pixels = torch.from_numpy(array.copy())
+    if min(size) < crop_size:  # torchvision pads; an eval resize is never smaller than its crop
+        raise ReslabError(f"resize_size {resize_size} is smaller than crop_size {crop_size}")
+    top = int(round((size[0] - crop_size) / 2.0))
+    left = int(round((size[1] - crop_size) / 2.0))
+    return pixels[:, top : top + crop_size, left : left + crop_size].contiguous()

@@ -125,6 +125,7 @@ def prepare_new(request: TrainRequest, ctx: DistContext) -> PreparedRun:
             model.config.to_dict(),
             request.weights,
             request.compile,
+            _pretrained_metadata(model),
         ),
         data=DataSettings(request.data, bundle.info(), request.download),
         train=train,
@@ -182,6 +183,15 @@ def _read_last_checkpoint(path: Path) -> dict[str, Any]:
             f"resume {str(path)!r}: it holds weights only, not a training state", params=("resume",)
         )
     return payload
+
+
+def _pretrained_metadata(model: ResNet) -> dict[str, Any] | None:
+    """Named weights' metadata (reslab.pretrained: mean, std, sizes, the weights' name), JSON-shaped, for
+    the run config; their 1,000 class names stay out (the run has its own classes)."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg is None:
+        return None
+    return json.loads(json.dumps({k: v for k, v in cfg.items() if k != "class_names"}, default=str))
 
 
 def _set_threads(threads: int, device: torch.device) -> None:
