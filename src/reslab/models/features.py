@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ReslabError
-from .resnet import ResNet
+from .resnet import ResNet, check_input_batch
 
 
 class FeatureInfo:
@@ -124,14 +124,7 @@ class ResNetFeatures(nn.Module):
         self.feature_info = FeatureInfo([every[i] for i in self.out_indices])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                "expected a batch of shape (N, "
-                + str(self.in_chans)
-                + ", H, W), got "
-                + str(list(x.shape))
-                + "; set in_chans to match the images"
-            )
+        check_input_batch(x, self.in_chans)
         out: list[torch.Tensor] = []
         x = self.conv1(x)
         if self.bn1 is not None:

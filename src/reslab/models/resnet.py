@@ -10,6 +10,18 @@ from .config import ResNetConfig
 from .units import ResidualUnit
 
 
+def check_input_batch(x: torch.Tensor, in_chans: int) -> None:
+    """A clear error for input of the wrong shape (TorchScript-compatible: no f-strings)."""
+    if x.dim() != 4 or x.shape[1] != in_chans:
+        raise ValueError(
+            "expected a batch of shape (N, "
+            + str(in_chans)
+            + ", H, W), got "
+            + str(list(x.shape))
+            + "; set in_chans to match the images"
+        )
+
+
 class ResNet(nn.Module):
     """ResNet (or its plain twin) built from a ResNetConfig.
 
@@ -102,14 +114,7 @@ class ResNet(nn.Module):
         return [m for m in self.modules() if isinstance(m, ResidualUnit)]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                "expected a batch of shape (N, "
-                + str(self.in_chans)
-                + ", H, W), got "
-                + str(list(x.shape))
-                + "; set in_chans to match the images"
-            )
+        check_input_batch(x, self.in_chans)
         x = self.conv1(x)
         if self.bn1 is not None:
             x = self.relu(self.bn1(x))
