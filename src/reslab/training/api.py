@@ -50,12 +50,13 @@ def train(
 
     settings: the fields of `reslab.run_config.TrainRequest` (recipe, seed, precision, device, threads,
     out, compile, model_options, weights, download, sync_bn) and any recipe override by name (epochs,
-    batch_size, lr, schedule, warmup_steps, weight_decay, label_smoothing, random_erase, lr_scaling, ...:
-    `reslab.run_config.RECIPE_OVERRIDES`); None keeps the default or the recipe's value.
+    batch_size, lr, schedule, warmup_steps, weight_decay, label_smoothing, random_erase, lr_scaling,
+    optimizer, freeze, backbone_lr_scale, decay_norm_and_bias, ema, ...: `reslab.run_config.RECIPE_OVERRIDES`);
+    None keeps the default or the recipe's value.
     config: a JSON or YAML file of these settings, or a run's config.json (which repeats that run); the
     keywords given here win over it. resume: a run's last.pt or its folder; every setting then comes
-    from its checkpoint, and only threads and download may be given. threads: CPU threads (None: 1 for images of at most 16x16 pixels, else
-    torch's default). Under torchrun (RANK/WORLD_SIZE set) it trains with DistributedDataParallel:
+    from its checkpoint, and only threads and download may be given. threads: CPU threads (None: 1 for
+    images of at most 16x16 pixels, else torch's default). Under torchrun (RANK/WORLD_SIZE set) it trains with DistributedDataParallel:
     batch_size is the global batch, sync_bn makes BN statistics span it, lr_scaling ("none"/"linear") says
     how lr follows a changed global batch; only rank 0 writes the run directory and prints; report_error
     prints an error every rank shares. A CPU run tunes this process's malloc (`reslab.tune_host_allocator`).
