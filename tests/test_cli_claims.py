@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_eval import eval_json
 from data_writers import write_image
 
 import reslab
@@ -125,12 +126,7 @@ def test_label_smoothing_is_in_the_training_loss_and_not_in_validation(trained_r
     (row,) = _metrics(run)
     assert json.loads((run / "config.json").read_text())["train"]["label_smoothing"] == 0.5
     assert row["train_loss"] >= floor - 1e-4, (row, floor)
-    capsys.readouterr()
-    assert (
-        main(["eval", str(run / "last.pt"), "--split", "val", "--json", "--no-fast", "--precision", "fp32"])
-        == 0
-    )
-    plain = json.loads(capsys.readouterr().out)
+    plain = eval_json(run / "last.pt", capsys)
     assert plain["n"] == 179
     assert row["val_loss"] == pytest.approx(plain["loss"], rel=1e-5, abs=1e-6)
     assert row["val_loss"] < floor - 0.5, (row, floor)  # impossible for a smoothed loss

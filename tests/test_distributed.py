@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from cli_eval import eval_json
 from torch import nn
 
 import reslab
@@ -309,11 +310,6 @@ def test_two_processes_without_sync_bn_train_with_per_rank_statistics_and_valida
     assert _max_weight_difference(one_process.run_dir, run) > 3 * SYNC_BN_BOUND
     # Rank 0's running statistics went to every rank before validation: what was validated (each rank
     # its shard, sums reduced) is what last.pt holds, evaluated here in one process.
-    capfd.readouterr()
-    assert (
-        main(["eval", str(run / "last.pt"), "--split", "val", "--json", "--no-fast", "--precision", "fp32"])
-        == 0
-    )
-    plain = json.loads(capfd.readouterr().out)
+    plain = eval_json(run / "last.pt", capfd)
     assert plain["n"] == 179
     assert read_metrics(run)[-1]["val_loss"] == pytest.approx(plain["loss"], rel=1e-5)

@@ -121,6 +121,13 @@ def _check_fits(
         )
 
 
+def _check_predict_request(topk: int, images: list[str | Path]) -> None:
+    if topk < 1:
+        raise ReslabError(f"topk must be at least 1, got {topk}", params=("topk",))
+    if not images:
+        raise ReslabError("no images given")
+
+
 def predict(
     checkpoint: str | Path,
     images: list[str | Path],
@@ -134,10 +141,7 @@ def predict(
     reslab.infer.optimize_for_inference (never compiles for a handful of images)."""
     from .data.images import read_image
 
-    if topk < 1:
-        raise ReslabError(f"topk must be at least 1, got {topk}", params=("topk",))
-    if not images:
-        raise ReslabError("no images given")
+    _check_predict_request(topk, images)
     dev = resolve_device(device)
     payload, model = _checkpoint_and_model(checkpoint, dev)
     prec = _precision(payload, precision, dev)
@@ -196,17 +200,10 @@ def predict_pretrained(
     their eval transform (shorter side resized to resize_size, centre crop of crop_size, their mean and
     std) on images read as RGB. precision None: auto."""
     from .models import create_model
-    from .pretrained import is_weights_name
+    from .pretrained import require_weights_name
 
-    if topk < 1:
-        raise ReslabError(f"topk must be at least 1, got {topk}", params=("topk",))
-    if not images:
-        raise ReslabError("no images given")
-    if not is_weights_name(weights):
-        raise ReslabError(
-            f"weights {str(weights)!r} is a file; give it as checkpoint, or a name such as DEFAULT",
-            params=("weights", "checkpoint"),
-        )
+    _check_predict_request(topk, images)
+    require_weights_name(weights)
     dev = resolve_device(device)
     model = create_model(model_name, weights=weights)
     cfg = model.pretrained_cfg

@@ -127,13 +127,9 @@ def _from_checkpoint(checkpoint: str | Path) -> _Extractor:
 
 def _from_weights(model_name: str, weights: str) -> _Extractor:
     from .models import create_model
-    from .pretrained import is_weights_name
+    from .pretrained import require_weights_name
 
-    if not is_weights_name(weights):
-        raise ReslabError(
-            f"weights {weights!r} is a file; give it as checkpoint, or a name such as DEFAULT",
-            params=("weights", "checkpoint"),
-        )
+    require_weights_name(weights)
     model = create_model(model_name, weights=weights, num_classes=0)
     cfg = model.pretrained_cfg
     return _Extractor(

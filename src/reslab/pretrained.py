@@ -41,6 +41,15 @@ def is_weights_name(weights: Any) -> bool:
     return not text.lower().endswith(_FILE_SUFFIXES)
 
 
+def require_weights_name(weights: Any) -> None:
+    """Where only a weights name can serve (no checkpoint given), a file is one clear line."""
+    if not is_weights_name(weights):
+        raise ReslabError(
+            f"weights {str(weights)!r} is a file; give it as checkpoint, or a name such as DEFAULT",
+            params=("weights", "checkpoint"),
+        )
+
+
 def torchvision_name(config: ResNetConfig, asked: str = "") -> str:
     """The torchvision model whose weights fit `config` (classes, input channels and the residual-zero
     init aside), or a ReslabError saying there is none. asked: the weights name given, for messages."""
