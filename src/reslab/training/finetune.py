@@ -30,10 +30,11 @@ def is_frozen(name: str, point: str) -> bool:
 
 def freeze(model: nn.Module, point: str) -> list[str]:
     """No gradients for the frozen parameters (so no optimiser state either); returns their names."""
-    names = [name for name, _ in model.named_parameters() if is_frozen(name, point)]
+    names = []
     for name, param in model.named_parameters():
-        if name in names:
+        if is_frozen(name, point):
             param.requires_grad_(False)
+            names.append(name)
     return names
 
 
