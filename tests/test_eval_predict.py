@@ -66,7 +66,7 @@ def test_eval_cli_writes_the_confusion_matrix(run, tmp_path, capsys):
 def test_predict_reads_images_as_training_prepared_them(run, digit_pngs):
     paths, labels = digit_pngs
     results = reslab.predict(run / "best.pt", paths, topk=3, device="cpu")
-    assert [r["image"] for r in results] == [str(p) for p in paths]
+    assert [r["path"] for r in results] == [str(p) for p in paths]
     for r in results:
         probs = [t["probability"] for t in r["top"]]
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6

@@ -1,9 +1,9 @@
 """reslab: the residual networks of He et al. 2016 and 2016b, built, trained, explained and fast."""
 
-from .errors import DivergedError, ReslabError
-
 # `reslab.train` is the training function; the training package is `reslab.training`.
-from .evaluate import evaluate, predict
+from .batch_predict import predict
+from .errors import DivergedError, ReslabError
+from .evaluate import evaluate
 from .export import ExportReport, export_checkpoint
 from .host_memory import tune_host_allocator
 from .infer import optimize_for_inference

@@ -1,4 +1,5 @@
-"""`evaluate` and `predict`: a checkpoint on a data split or on image files (the CLI calls exactly these).
+"""`evaluate`: a checkpoint on a data split (the CLI calls exactly this), and the checkpoint helpers
+`predict` (reslab.batch_predict) shares.
 
 Both need only the checkpoint: it says which data, split seed, normalisation, channels, image size and
 classes the model expects, and which precision it trained in (the default for both).
@@ -13,8 +14,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint, model_from_checkpoint, run_config_of
-from .data import load_data, normalise
-from .data.images import read_resized
+from .data import load_data
 from .errors import ReslabError
 from .precision import Precision, resolve_device, resolve_precision
 from .run_config import RunConfig
@@ -23,7 +23,7 @@ from .split_metrics import evaluate_split
 EVAL_BATCH_SIZE = 500
 
 
-def _checkpoint_and_model(checkpoint: str | Path, dev: torch.device) -> tuple[dict[str, Any], nn.Module]:
+def checkpoint_and_model(checkpoint: str | Path, dev: torch.device) -> tuple[dict[str, Any], nn.Module]:
     payload = load_checkpoint(checkpoint)
     if "data" not in payload or "class_names" not in payload.get("data", {}):
         raise ReslabError(f"checkpoint {payload['path']!r} does not say what data it expects")
@@ -40,7 +40,7 @@ def _trained_with(payload: dict[str, Any]) -> RunConfig | None:
         return None
 
 
-def _precision(payload: dict[str, Any], precision: str | None, dev: torch.device) -> Precision:
+def checkpoint_precision(payload: dict[str, Any], precision: str | None, dev: torch.device) -> Precision:
     """`precision`, else the one the run trained (and validated) in, so `eval` repeats test.json; auto
     where that one cannot run here (fp16 off CUDA)."""
     if precision is None:
@@ -51,7 +51,7 @@ def _precision(payload: dict[str, Any], precision: str | None, dev: torch.device
     return resolve_precision(precision, dev)
 
 
-def _inference_model(
+def inference_model(
     model: nn.Module, example: torch.Tensor, prec: Precision, dev: torch.device, fast: bool, workload: int
 ) -> nn.Module:
     if fast:
@@ -78,8 +78,8 @@ def evaluate(
     if split not in ("train", "val", "test"):
         raise ReslabError(f"unknown split {split!r}; choose train, val or test")
     dev = resolve_device(device)
-    payload, model = _checkpoint_and_model(checkpoint, dev)
-    prec = _precision(payload, precision, dev)
+    payload, model = checkpoint_and_model(checkpoint, dev)
+    prec = checkpoint_precision(payload, precision, dev)
     info = payload["data"]
     trained = _trained_with(payload)
     seed = trained.seed if trained is not None else 0
@@ -89,7 +89,7 @@ def evaluate(
     images = bundle.split(split).to(dev)
     n = len(images)
     example = torch.zeros((max(1, min(n, EVAL_BATCH_SIZE)), *images.images.shape[1:]), device=dev)
-    model = _inference_model(model, example, prec, dev, fast, workload=n)
+    model = inference_model(model, example, prec, dev, fast, workload=n)
     mean, std = tuple(info["mean"]), tuple(info["std"])
     result = evaluate_split(model, images, mean, std, prec, bundle.num_classes, batch_size=EVAL_BATCH_SIZE)
     return {
@@ -119,96 +119,3 @@ def _check_fits(
         raise ReslabError(
             f"data {spec!r} has {num_classes} classes but the model predicts {len(info['class_names'])}"
         )
-
-
-def _check_predict_request(topk: int, images: list[str | Path]) -> None:
-    if topk < 1:
-        raise ReslabError(f"topk must be at least 1, got {topk}", params=("topk",))
-    if not images:
-        raise ReslabError("no images given")
-
-
-def predict(
-    checkpoint: str | Path,
-    images: list[str | Path],
-    topk: int = 5,
-    device: str = "auto",
-    fast: bool = True,
-    precision: str | None = None,
-) -> list[dict[str, Any]]:
-    """Top-k classes with probabilities for each image file, read and normalised as training saw data.
-    precision None: the one the checkpoint was trained in (as `evaluate`). fast:
-    reslab.infer.optimize_for_inference (never compiles for a handful of images)."""
-    from .data.images import read_image
-
-    _check_predict_request(topk, images)
-    dev = resolve_device(device)
-    payload, model = _checkpoint_and_model(checkpoint, dev)
-    prec = _precision(payload, precision, dev)
-    info = payload["data"]
-    names = list(info["class_names"])
-    pixels = torch.stack([read_image(p, info["in_chans"], tuple(info["image_size"])) for p in images])
-    return _top_classes(model, pixels, info["mean"], info["std"], names, images, topk, prec, dev, fast)
-
-
-def _top_classes(
-    model: nn.Module,
-    pixels: torch.Tensor,
-    mean_values: Any,
-    std_values: Any,
-    names: list[str],
-    images: list[str | Path],
-    topk: int,
-    prec: Precision,
-    dev: torch.device,
-    fast: bool,
-) -> list[dict[str, Any]]:
-    """predict's result for uint8 images (N, C, H, W), normalised with mean and std."""
-    mean = torch.tensor(mean_values, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(std_values, dtype=torch.float32).view(1, -1, 1, 1)
-    x = normalise(pixels, mean, std).to(dev)
-    if prec.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    model = _inference_model(model, x, prec, dev, fast, workload=len(x))
-    with torch.inference_mode(), prec.autocast():
-        probs = torch.softmax(model(x).float(), dim=1).cpu()
-    k = min(topk, len(names))
-    values, indices = probs.topk(k, dim=1)
-    return [
-        {
-            "image": str(path),
-            "top": [
-                {"class": names[i], "index": i, "probability": round(p, 6)}
-                for p, i in zip(vals.tolist(), idx.tolist(), strict=True)
-            ],
-        }
-        for path, vals, idx in zip(images, values, indices, strict=True)
-    ]
-
-
-def predict_pretrained(
-    model_name: str,
-    weights: str,
-    images: list[str | Path],
-    topk: int = 5,
-    device: str = "auto",
-    fast: bool = True,
-    precision: str | None = None,
-) -> list[dict[str, Any]]:
-    """`predict` with torchvision's pretrained ImageNet weights by name (create_model(model_name,
-    weights=weights), e.g. "resnet50", "DEFAULT") instead of a checkpoint: the weights' class names, and
-    their eval transform (shorter side resized to resize_size, centre crop of crop_size, their mean and
-    std) on images read as RGB. precision None: auto."""
-    from .models import create_model
-    from .pretrained import require_weights_name
-
-    _check_predict_request(topk, images)
-    require_weights_name(weights)
-    dev = resolve_device(device)
-    model = create_model(model_name, weights=weights)
-    cfg = model.pretrained_cfg
-    names = cfg["class_names"] or [str(i) for i in range(cfg["num_classes"])]
-    pixels = torch.stack([read_resized(p, cfg["resize_size"], cfg["crop_size"]) for p in images])
-    prec = resolve_precision(precision or "auto", dev)
-    model = model.to(dev).eval()
-    return _top_classes(model, pixels, cfg["mean"], cfg["std"], names, images, topk, prec, dev, fast)

@@ -20,38 +20,12 @@ from torch import nn
 from .atomic import atomic_write
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import normalise
-from .data.images import IMAGE_EXTENSIONS, read_image, read_resized
+from .data.images import read_image, read_resized
+from .data.inputs import find_images
 from .errors import ReslabError
 from .precision import resolve_device
 
 FEATURES_BATCH_SIZE = 64
-
-
-def find_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files named, and those under folders named (recursively, sorted, by extension: see
-    reslab.data.images.IMAGE_EXTENSIONS; hidden files skipped), in the order given."""
-    if isinstance(inputs, (str, Path)):
-        inputs = [inputs]
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found += sorted(
-                p
-                for p in path.rglob("*")
-                if p.suffix.lower() in IMAGE_EXTENSIONS
-                and p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-        elif path.exists():
-            found.append(path)
-        else:
-            raise ReslabError(f"image {str(path)!r} does not exist")
-    if not found:
-        raise ReslabError(
-            "no images found in " + ", ".join(repr(str(p)) for p in inputs) if inputs else "no images given"
-        )
-    return found
 
 
 @dataclass

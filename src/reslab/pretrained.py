@@ -50,6 +50,18 @@ def require_weights_name(weights: Any) -> None:
         )
 
 
+def split_weights_name(text: str) -> tuple[str, str] | None:
+    """A model and its weights in one name, or None: "ResNet50_Weights.IMAGENET1K_V2" and
+    "resnet50.IMAGENET1K_V2" -> ("resnet50", "IMAGENET1K_V2"); "resnet18.DEFAULT" -> ("resnet18", "DEFAULT")."""
+    if not is_weights_name(text):
+        return None
+    prefix, dot, member = text.strip().rpartition(".")
+    for depth in TORCHVISION_DEPTHS:
+        if dot and member and prefix.lower() in (f"resnet{depth}", f"resnet{depth}_weights"):
+            return f"resnet{depth}", member
+    return None
+
+
 def torchvision_name(config: ResNetConfig, asked: str = "") -> str:
     """The torchvision model whose weights fit `config` (classes, input channels and the residual-zero
     init aside), or a ReslabError saying there is none. asked: the weights name given, for messages."""

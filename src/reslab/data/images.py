@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -27,12 +28,13 @@ GRAY_MODES = frozenset({"1", "L", "LA", "I", "F", "La"})
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def open_image(path: Path) -> Image.Image:
-    """Open (lazily: header only) an image, or raise ReslabError naming the file."""
+def open_image(path: Path, source: BinaryIO | None = None) -> Image.Image:
+    """Open (lazily: header only) an image file, or `source` (an open binary stream) named `path` in
+    messages; an undecodable one is a ReslabError naming it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(path)
+            return Image.open(path if source is None else source)
     except FileNotFoundError:
         raise ReslabError(f"image {path} does not exist") from None
     except IsADirectoryError:
@@ -83,23 +85,36 @@ def decode(image: Image.Image, path: Path, in_chans: int, size: tuple[int, int])
     return array.transpose(2, 0, 1)
 
 
-def read_image(path: str | Path, in_chans: int, image_size: int | tuple[int, int]) -> torch.Tensor:
-    """Read one image file as training prepared it: uint8 tensor (in_chans, H, W), aspect-preserving
-    resize + centre crop to image_size (an int means square). Undecodable file -> ReslabError."""
-    path = Path(path)
+def _checked_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if len(size) != 2 or min(size) < 1:
         raise ReslabError(f"image_size must be (H, W) with positive sides, got {image_size!r}")
-    with open_image(path) as image:
-        array = decode(image, path, in_chans, (int(size[0]), int(size[1])))
+    return int(size[0]), int(size[1])
+
+
+def read_image(
+    path: str | Path, in_chans: int, image_size: int | tuple[int, int], source: BinaryIO | None = None
+) -> torch.Tensor:
+    """Read one image file (or `source`, a binary stream named `path`) as training prepared it: uint8
+    tensor (in_chans, H, W), aspect-preserving resize + centre crop to image_size (an int means square).
+    Undecodable file -> ReslabError."""
+    path = Path(path)
+    size = _checked_size(image_size)
+    with open_image(path, source) as image:
+        array = decode(image, path, in_chans, size)
     return torch.from_numpy(array.copy())  # decoded arrays can be read-only views of Pillow memory
 
 
-def read_resized(path: str | Path, resize_size: int, crop_size: int) -> torch.Tensor:
-    """An image file as RGB uint8 (3, crop, crop), as torchvision's ImageClassification eval transform
-    prepares it: shorter side resized to resize_size (bilinear, antialiased), then the centre crop."""
+def read_resized(
+    path: str | Path, resize_size: int, crop_size: int, source: BinaryIO | None = None
+) -> torch.Tensor:
+    """An image file (or `source`, a binary stream named `path`) as RGB uint8 (3, crop, crop), as
+    torchvision's ImageClassification eval transform prepares it: shorter side resized to resize_size
+    (bilinear, antialiased), then the centre crop."""
     path = Path(path)
-    with open_image(path) as image:
+    if resize_size < crop_size:  # torchvision pads; an eval resize is never smaller than its crop
+        raise ReslabError(f"resize_size {resize_size} is smaller than crop_size {crop_size}")
+    with open_image(path, source) as image:
         width, height = image.size
         if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that swap the sides
             width, height = height, width
@@ -108,8 +123,6 @@ def read_resized(path: str | Path, resize_size: int, crop_size: int) -> torch.Te
         size = (resize_size, size_long) if height <= width else (size_long, resize_size)
         array = decode(image, path, 3, size)  # the aspect ratio kept: a resize, no crop
     pixels = torch.from_numpy(array.copy())
-    if min(size) < crop_size:  # torchvision pads; an eval resize is never smaller than its crop
-        raise ReslabError(f"resize_size {resize_size} is smaller than crop_size {crop_size}")
     top = int(round((size[0] - crop_size) / 2.0))
     left = int(round((size[1] - crop_size) / 2.0))
     return pixels[:, top : top + crop_size, left : left + crop_size].contiguous()
