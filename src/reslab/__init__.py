@@ -4,6 +4,7 @@
 from .batch_predict import predict
 from .errors import DivergedError, ReslabError
 from .evaluate import evaluate
+from .explain import gradcam
 from .export import ExportReport, export_checkpoint
 from .host_memory import tune_host_allocator
 from .infer import optimize_for_inference
@@ -26,4 +27,5 @@ __all__ = [
     "train",
     "evaluate",
     "predict",
+    "gradcam",
 ]

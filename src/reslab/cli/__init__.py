@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "train_cmd",
     "eval_cmd",
     "predict_cmd",
+    "explain_cmd",
     "features_cmd",
     "benchmark_cmd",
     "experiments_cmd",
