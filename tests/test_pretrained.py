@@ -166,6 +166,19 @@ def test_predict_with_model_and_weights_prints_imagenet_classes(cached, tmp_path
 
 
 @pytest.mark.parametrize(
+    "name", ["resnet18.IMAGENET1K_V1", "ResNet18_Weights.IMAGENET1K_V1", "resnet18.DEFAULT"]
+)
+def test_predict_takes_a_weights_name_in_place_of_a_checkpoint(cached, tmp_path, capsys, name):
+    image = tmp_path / "x.png"
+    Image.new("RGB", (40, 30), (200, 120, 40)).save(image)
+    options = [str(image), "--json", "--device", "cpu", "--precision", "fp32", "--no-fast"]
+    assert main(["predict", "--model", "resnet18", "--weights", "IMAGENET1K_V1", *options]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    assert main(["predict", name, *options]) == 0
+    assert json.loads(capsys.readouterr().out) == expected
+
+
+@pytest.mark.parametrize(
     ("argv", "words"),
     [
         (["--model", "resnet18", "x.png"], "needs both --model and --weights"),

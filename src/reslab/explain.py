@@ -37,12 +37,17 @@ def default_layer(model: nn.Module) -> str:
     )
 
 
-def find_layer(model: nn.Module, layer: str | None) -> nn.Module:
-    """The module at path `layer` ("layer4", "layer4.1.conv2"); None, or "layer4" on a net whose last
-    stage is layer3 (the CIFAR nets): default_layer."""
+def layer_name(model: nn.Module, layer: str | None) -> str:
+    """`layer`, or for None, and for "layer4" on a net whose last stage is layer3 (the CIFAR nets), the
+    last stage (default_layer)."""
     if layer is None or (layer == "layer4" and not isinstance(getattr(model, "layer4", None), nn.Module)):
-        layer = default_layer(model)
-    name = layer
+        return default_layer(model)
+    return layer
+
+
+def find_layer(model: nn.Module, layer: str | None) -> nn.Module:
+    """The module at path layer_name(model, layer): "layer4", "layer4.1.conv2"."""
+    name = layer_name(model, layer)
     try:
         module = model.get_submodule(name)
     except AttributeError:

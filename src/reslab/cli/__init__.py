@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "eval_cmd",
     "predict_cmd",
     "explain_cmd",
+    "serve_cmd",
     "features_cmd",
     "benchmark_cmd",
     "experiments_cmd",
