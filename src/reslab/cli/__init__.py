@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "features_cmd",
     "benchmark_cmd",
     "experiments_cmd",
+    "forecast_cmd",
 )
 
 

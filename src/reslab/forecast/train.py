@@ -1,0 +1,173 @@
+"""Training a forecast network: direct (one lead per model) or iterative (one time step, rolled out).
+
+As Rasp & Thuerey (2021): latitude-weighted MAE (or MSE), Adam with L2 1e-5, learning rate cut on a
+validation plateau, early stopping on validation. A run directory holds config.json, metrics.csv,
+last.pt (everything needed to resume) and best.pt (the weights with the lowest validation loss).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from ..atomic import atomic_write, atomic_write_text, write_json
+from ..errors import DivergedError, ReslabError
+from ..training.run_dir import metrics_csv
+from .data import DataConfig, GriddedData, Samples, load_data
+from .metrics import weighted_loss
+from .models import Forecaster, NetConfig, build_net, check_grid
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig
+    net: NetConfig = field(default_factory=NetConfig)
+    lead_hours: float = 24.0  # direct mode; iterative (rollout) mode learns the data's time step
+    rollout: bool = False
+    predict_change: bool = True  # the net outputs the change from the latest state (False: the state)
+    loss: str = "mae"
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 32
+    epochs: int = 50
+    samples_per_epoch: int = 0  # 0: the whole training split each epoch
+    val_samples: int = 1000  # at most this many validation samples, evenly strided
+    plateau_patience: int = 2
+    plateau_factor: float = 0.2
+    stop_patience: int = 4
+    max_minutes: float = 0.0  # 0: no limit; else stop after the epoch that passes it
+    seed: int = 0
+    label: str = ""  # the model's name in scores; default: the net's name
+
+    @property
+    def name(self) -> str:
+        return self.label or self.net.name
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> TrainConfig:
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in d["data"].items()}
+        return TrainConfig(**{**d, "data": DataConfig(**data), "net": NetConfig(**d["net"])})
+
+
+def step_count(config: TrainConfig, data: GriddedData) -> int:
+    """The network's lead in data time steps."""
+    return 1 if config.rollout else data.steps(config.lead_hours)
+
+
+def build_forecaster(config: TrainConfig, data: GriddedData) -> Forecaster:
+    check_grid(config.net, data.grid)
+    channels = len(data.names)
+    net = build_net(config.net, channels * config.data.history, channels)
+    return Forecaster(net, channels, config.predict_change)
+
+
+def train_forecaster(config: TrainConfig, out: str | Path, resume: bool = False, console: Console | None = None) -> Path:
+    """Train and return the run directory; with resume, continue the run saved there."""
+    out = Path(out)
+    if config.loss not in ("mae", "mse"):
+        raise ReslabError(f"loss must be mae or mse, not {config.loss!r}", params=("loss",))
+    if (out / "last.pt").exists() and not resume:
+        raise ReslabError(f"{str(out)!r} already holds a run; resume continues it", params=("resume",))
+    data = load_data(config.data)
+    lead = step_count(config, data)
+    torch.manual_seed(config.seed)
+    model = build_forecaster(config, data)
+    train, val = (Samples(data.normalised(s), config.data.history, lead) for s in ("train", "val"))
+    if len(train) == 0 or len(val) == 0:
+        raise ReslabError(f"the data is too short for history {config.data.history} and a {lead}-step lead", params=("lead_hours",))
+    val = Samples(data.normalised("val"), config.data.history, lead, every=max(1, math.ceil(len(val) / config.val_samples)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=config.plateau_factor, patience=config.plateau_patience)
+    state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "history": [], "seconds": 0.0}
+    if resume and (out / "last.pt").exists():
+        state = load_training_state(out, config, model, optimizer, plateau)
+    else:
+        write_json(out / "config.json", {"train": asdict(config), "data": data_summary(data)})
+    weights = torch.from_numpy(data.weights.astype(np.float32))
+    console = console or Console(stderr=True)
+    while state["epoch"] < config.epochs and state["bad_epochs"] < config.stop_patience:
+        if config.max_minutes and state["seconds"] >= 60 * config.max_minutes:
+            break
+        started = time.perf_counter()
+        train_loss = run_epoch(model, train, optimizer, weights, config)
+        val_loss = validation_loss(model, val, weights, config.loss)
+        plateau.step(val_loss)
+        state["epoch"] += 1
+        state["seconds"] += time.perf_counter() - started
+        improved = val_loss < state["best"]
+        state["best"], state["bad_epochs"] = (val_loss, 0) if improved else (state["best"], state["bad_epochs"] + 1)
+        row = {"epoch": state["epoch"], "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss, "val_loss": val_loss, "seconds": state["seconds"]}
+        state["history"].append(row)
+        if improved:
+            atomic_write(out / "best.pt", lambda h: torch.save({"model": model.state_dict(), "epoch": state["epoch"]}, h))
+        save_training_state(out, model, optimizer, plateau, state)
+        mark = " *" if improved else ""
+        console.print(f"{config.name} epoch {state['epoch']}: train {train_loss:.4f} val {val_loss:.4f} lr {row['lr']:.1e} {state['seconds']:.0f}s{mark}", highlight=False)
+    return out
+
+
+def run_epoch(model: Forecaster, train: Samples, optimizer: torch.optim.Optimizer, weights: torch.Tensor, config: TrainConfig) -> float:
+    model.train()
+    rows = torch.randperm(len(train))
+    if config.samples_per_epoch:
+        rows = rows[: config.samples_per_epoch]
+    total, count = 0.0, 0
+    for batch in rows.split(config.batch_size):
+        x, y = train.batch(batch)
+        loss = weighted_loss(model(x), y, weights, config.loss)
+        if not torch.isfinite(loss):
+            raise DivergedError(f"the loss became {loss.item()}; lower lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, count = total + loss.item() * len(batch), count + len(batch)
+    return total / count
+
+
+@torch.no_grad()
+def validation_loss(model: Forecaster, val: Samples, weights: torch.Tensor, kind: str) -> float:
+    model.eval()
+    losses = [weighted_loss(model(x), y, weights, kind).item() * len(rows) for rows in torch.arange(len(val)).split(256) for x, y in [val.batch(rows)]]
+    return sum(losses) / len(val)
+
+
+def data_summary(data: GriddedData) -> dict[str, Any]:
+    return {"names": data.names, "step_hours": data.step_hours, "grid": list(data.grid), "mean": data.mean.tolist(), "std": data.std.tolist()}
+
+
+def save_training_state(out: Path, model: Forecaster, optimizer: torch.optim.Optimizer, plateau: Any, state: dict[str, Any]) -> None:
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "plateau": plateau.state_dict(), "state": json.dumps(state), "rng": torch.get_rng_state()}
+    atomic_write(out / "last.pt", lambda h: torch.save(payload, h))
+    atomic_write_text(out / "metrics.csv", metrics_csv(state["history"]))
+
+
+def load_training_state(out: Path, config: TrainConfig, model: Forecaster, optimizer: torch.optim.Optimizer, plateau: Any) -> dict[str, Any]:
+    saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text())["train"])
+    if replace(saved, epochs=config.epochs, max_minutes=config.max_minutes) != config:
+        raise ReslabError(f"{str(out)!r} holds a run with other settings; resume it with the same ones", params=("resume",))
+    payload = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    plateau.load_state_dict(payload["plateau"])
+    torch.set_rng_state(payload["rng"])
+    return json.loads(payload["state"])
+
+
+def load_run(run: str | Path) -> tuple[TrainConfig, Forecaster, GriddedData]:
+    """A trained run's settings, its best weights in a Forecaster (eval mode), and its data."""
+    run = Path(run)
+    if not (run / "config.json").is_file() or not (run / "best.pt").is_file():
+        raise ReslabError(f"{str(run)!r} is not a forecast run (no config.json and best.pt)", params=("run",))
+    config = TrainConfig.from_dict(json.loads((run / "config.json").read_text())["train"])
+    data = load_data(config.data)
+    model = build_forecaster(config, data)
+    model.load_state_dict(torch.load(run / "best.pt", map_location="cpu", weights_only=True)["model"])
+    return config, model.eval(), data
