@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,7 +64,9 @@ class GriddedData:
 
     def normalised(self, split: str) -> list[torch.Tensor]:
         scale = (self.mean[:, None, None], self.std[:, None, None])
-        return [torch.from_numpy(((seg - scale[0]) / scale[1]).astype(np.float32)) for seg in self.splits[split]]
+        return [
+            torch.from_numpy(((seg - scale[0]) / scale[1]).astype(np.float32)) for seg in self.splits[split]
+        ]
 
 
 def parse_hours(text: str, what: str = "lead") -> float:
@@ -84,54 +87,94 @@ def resolve_files(spec: str) -> list[str]:
     return files
 
 
-def pick_variable(ds: xr.Dataset, name: str, levels: tuple[int, ...], path: str) -> list[tuple[str, xr.DataArray]]:
+def pick_variable(
+    ds: xr.Dataset, name: str, levels: tuple[int, ...], spec: str
+) -> list[tuple[str, xr.DataArray]]:
     """The named variable on (time, lat, lon); several when it has levels and `levels` names them."""
     if name in ds.data_vars:
         da = ds[name]
         if "level" not in da.dims:
             return [(name, da)]
         if not levels:
-            raise ReslabError(f"{name!r} in {path!r} has levels; name one ({name}{int(da.level[0])}) or give levels", params=("vars", "levels"))
-        return [pick_level(da, f"{name}{level}", level, path) for level in levels]
+            raise ReslabError(
+                f"{name!r} in {spec!r} has levels; name one ({name}{int(da.level[0])}) or give levels",
+                params=("vars", "levels"),
+            )
+        return [pick_level(da, f"{name}{level}", level, spec) for level in levels]
     match = re.fullmatch(r"(.*?)(\d+)", name)
     if match and match.group(1) in ds.data_vars:
-        return [pick_level(ds[match.group(1)], name, int(match.group(2)), path)]
+        return [pick_level(ds[match.group(1)], name, int(match.group(2)), spec)]
     have = ", ".join(str(v) for v in ds.data_vars)
-    raise ReslabError(f"{path!r} has no variable {name!r} (it has {have})", params=("vars",))
+    raise ReslabError(f"{spec!r} has no variable {name!r} (it has {have})", params=("vars",))
 
 
-def pick_level(da: xr.DataArray, name: str, level: int, path: str) -> tuple[str, xr.DataArray]:
+def pick_level(da: xr.DataArray, name: str, level: int, spec: str) -> tuple[str, xr.DataArray]:
     have = np.atleast_1d(da["level"].values) if "level" in da.coords else np.array([])
     if level not in have:
-        raise ReslabError(f"{path!r} has no level {level} of {da.name!r} (for {name!r})", params=("vars", "levels"))
+        raise ReslabError(
+            f"{spec!r} has no level {level} of {da.name!r} (for {name!r})", params=("vars", "levels")
+        )
     return name, (da.sel(level=level) if "level" in da.dims else da)
 
 
-def on_grid(da: xr.DataArray, path: str) -> xr.DataArray:
+def on_grid(da: xr.DataArray, spec: str) -> xr.DataArray:
     """(time, lat, lon), with attrs["geographic"]: True for lat/lon (cos-lat weights), False for y/x."""
     for lat, lon in GRID_DIMS:
         if lat in da.dims and lon in da.dims:
             out = da.transpose("time", lat, lon).rename({lat: "lat", lon: "lon"})
             return out.assign_attrs(geographic=int(lat != "y"))
-    raise ReslabError(f"{da.name!r} in {path!r} is not on (time, lat, lon) or (time, y, x): {da.dims}", params=("data",))
+    raise ReslabError(
+        f"{da.name!r} in {spec!r} is not on (time, lat, lon) or (time, y, x): {da.dims}", params=("data",)
+    )
 
 
-def read_file(path: str, config: DataConfig) -> tuple[list[str], xr.DataArray, str | None]:
-    """The file's fields [time, variable, lat, lon] and its split attribute (None if absent)."""
+def with_scalar_levels_named(ds: xr.Dataset) -> xr.Dataset:
+    """WeatherBench's single-level files (z with a scalar level 500) name their variable z500 here, so
+    files of several levels merge without conflict."""
+    if "level" not in ds.coords or ds["level"].ndim != 0:
+        return ds
+    level = int(ds["level"])
+    return ds.drop_vars("level").rename(
+        {name: f"{name}{level}" for name in ds.data_vars if "time" in ds[name].dims}
+    )
+
+
+def open_splits(files: list[str]) -> dict[str | None, xr.Dataset]:
+    """The files combined by coordinates (years joined, variables merged): one dataset per split
+    attribute when every file has one, else one under None."""
     import xarray as xr
 
-    with xr.open_dataset(path) as ds:
-        picked = [item for name in config.variables for item in pick_variable(ds, name, config.levels, path)]
-        arrays = [on_grid(da, path).drop_vars("level", errors="ignore") for _, da in picked]
-        stacked = xr.concat(arrays, dim="variable", coords="minimal", compat="override", combine_attrs="override")
-        return [name for name, _ in picked], stacked.transpose("time", "variable", "lat", "lon").load(), ds.attrs.get("split")
+    opened = [with_scalar_levels_named(xr.open_dataset(path)) for path in files]
+    labels = [ds.attrs.get("split") for ds in opened]
+    groups = {
+        label: [ds for ds, other in zip(opened, labels, strict=True) if other == label]
+        for label in SPLITS
+        if label in labels
+    }
+    if not all(label in SPLITS for label in labels):
+        groups = {None: opened}
+    return {
+        label: xr.combine_by_coords(group, combine_attrs="drop_conflicts") for label, group in groups.items()
+    }
+
+
+def fields_of(ds: xr.Dataset, config: DataConfig) -> tuple[list[str], xr.DataArray]:
+    """The named variables as one array [time, variable, lat, lon], read into memory."""
+    import xarray as xr
+
+    picked = [
+        item for name in config.variables for item in pick_variable(ds, name, config.levels, config.spec)
+    ]
+    arrays = [on_grid(da, config.spec).drop_vars("level", errors="ignore") for _, da in picked]
+    stacked = xr.concat(arrays, dim="variable", coords="minimal", compat="override", combine_attrs="override")
+    return [name for name, _ in picked], stacked.transpose("time", "variable", "lat", "lon").load()
 
 
 def contiguous(field: xr.DataArray, step: np.timedelta64) -> list[xr.DataArray]:
     """The field cut where a time step is missing (years left out for validation, say)."""
     cuts = np.flatnonzero(np.diff(field.time.values) != step) + 1
     bounds = [0, *cuts, field.sizes["time"]]
-    return [field.isel(time=slice(a, b)) for a, b in zip(bounds, bounds[1:])]
+    return [field.isel(time=slice(a, b)) for a, b in pairwise(bounds)]
 
 
 def year_splits(field: xr.DataArray, config: DataConfig) -> dict[str, list[xr.DataArray]]:
@@ -143,23 +186,30 @@ def year_splits(field: xr.DataArray, config: DataConfig) -> dict[str, list[xr.Da
     test = list(config.test_years or years[-1:])
     val = list(config.val_years or [y for y in years[-2:-1] if y not in test])
     masks = {"train": ~np.isin(year, test + val), "val": np.isin(year, val), "test": np.isin(year, test)}
-    return {split: contiguous(field.isel(time=np.flatnonzero(mask)), step) if mask.any() else [] for split, mask in masks.items()}
+    return {
+        split: contiguous(field.isel(time=np.flatnonzero(mask)), step) if mask.any() else []
+        for split, mask in masks.items()
+    }
 
 
 def load_data(config: DataConfig) -> GriddedData:
     """Read, split and measure (step, latitude weights, training mean/std) the named variables."""
-    import xarray as xr
-
-    files = resolve_files(config.spec)
-    read = [read_file(path, config) for path in files]
-    if all(split in SPLITS for _, _, split in read):
-        by_split = {split: [field for _, field, s in read if s == split] for split in SPLITS}
+    datasets = open_splits(resolve_files(config.spec))
+    try:
+        read = {label: fields_of(ds, config) for label, ds in datasets.items()}
+    finally:
+        for ds in datasets.values():
+            ds.close()
+    names = next(iter(read.values()))[0]
+    if None in read:
+        by_split = year_splits(read[None][1], config)
     else:
-        joined = xr.concat([field for _, field, _ in read], dim="time").sortby("time")
-        by_split = year_splits(joined, config)
+        by_split = {split: [read[split][1]] if split in read else [] for split in SPLITS}
     for split, fields in by_split.items():
         if not fields or max(f.sizes["time"] for f in fields) < 2:
-            raise ReslabError(f"the data in {config.spec!r} has no {split} period of two or more times", params=("data",))
+            raise ReslabError(
+                f"the data in {config.spec!r} has no {split} period of two or more times", params=("data",)
+            )
     field = by_split["train"][0]
     weights = np.ones(field.sizes["lat"])
     if field.attrs.get("geographic"):
@@ -168,12 +218,20 @@ def load_data(config: DataConfig) -> GriddedData:
     splits = {split: [f.values.astype(np.float32) for f in fields] for split, fields in by_split.items()}
     train = np.concatenate(splits["train"])
     mean, std = train.mean(axis=(0, 2, 3), dtype=np.float64), train.std(axis=(0, 2, 3), dtype=np.float64)
-    names = read[0][0]
-    return GriddedData(names, splits, time_step(by_split, config.spec), weights, mean.astype(np.float32), std.astype(np.float32))
+    return GriddedData(
+        names,
+        splits,
+        time_step(by_split, config.spec),
+        weights,
+        mean.astype(np.float32),
+        std.astype(np.float32),
+    )
 
 
 def time_step(by_split: dict[str, list[xr.DataArray]], spec: str) -> float:
-    steps = np.concatenate([np.diff(f.time.values) / np.timedelta64(1, "h") for fs in by_split.values() for f in fs])
+    steps = np.concatenate(
+        [np.diff(f.time.values) / np.timedelta64(1, "h") for fs in by_split.values() for f in fs]
+    )
     if len(steps) == 0 or not np.allclose(steps, steps[0]):
         raise ReslabError(f"the times in {spec!r} are not evenly spaced", params=("data",))
     return float(steps[0])
@@ -186,7 +244,7 @@ class Samples:
     def __init__(self, segments: list[torch.Tensor], history: int, lead: int, every: int = 1) -> None:
         self.data = torch.cat(segments)
         starts = np.cumsum([0] + [len(s) for s in segments])
-        index = [np.arange(a + history - 1, b - lead) for a, b in zip(starts, starts[1:])]
+        index = [np.arange(a + history - 1, b - lead) for a, b in pairwise(starts)]
         self.index = torch.from_numpy(np.concatenate(index)[::every].copy())
         self.history, self.lead = history, lead
 

@@ -55,14 +55,18 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
 def load_runs(paths: list[Path]) -> tuple[list[Run], GriddedData]:
     loaded = [load_run(path) for path in paths]
     data = loaded[0][2]
-    for path, (config, _, _) in zip(paths[1:], loaded[1:]):
+    for path, (config, _, _) in zip(paths[1:], loaded[1:], strict=True):
         if config.data != loaded[0][0].data:
-            raise ReslabError(f"run {str(path)!r} was trained on other data than {str(paths[0])!r}", params=("run",))
-    return [Run(path, config, model) for path, (config, model, _) in zip(paths, loaded)], data
+            raise ReslabError(
+                f"run {str(path)!r} was trained on other data than {str(paths[0])!r}", params=("run",)
+            )
+    return [Run(path, config, model) for path, (config, model, _) in zip(paths, loaded, strict=True)], data
 
 
 @torch.no_grad()
-def rollout(model: Forecaster, inputs: torch.Tensor, steps: list[int], variables: int) -> dict[int, torch.Tensor]:
+def rollout(
+    model: Forecaster, inputs: torch.Tensor, steps: list[int], variables: int
+) -> dict[int, torch.Tensor]:
     """Apply the model `max(steps)` times, feeding each output back as the latest state."""
     out = {}
     for step in range(1, max(steps) + 1):
@@ -73,17 +77,33 @@ def rollout(model: Forecaster, inputs: torch.Tensor, steps: list[int], variables
     return out
 
 
-def model_forecasts(run: Run, data: GriddedData, test: Samples, positions: torch.Tensor, leads: list[int]) -> dict[int, torch.Tensor]:
+def model_forecasts(
+    run: Run, data: GriddedData, test: Samples, positions: torch.Tensor, leads: list[int]
+) -> dict[int, torch.Tensor]:
     """Normalised forecasts at each lead (in data steps) the run can make, from `positions`."""
     step = step_count(run.config, data)
-    own = [lead for lead in leads if lead % step == 0] if run.config.rollout else [lead for lead in leads if lead == step]
+    own = (
+        [lead for lead in leads if lead % step == 0]
+        if run.config.rollout
+        else [lead for lead in leads if lead == step]
+    )
     if not own:
         return {}
-    parts = [rollout(run.model, test.inputs(chunk), [lead // step for lead in own], len(data.names)) for chunk in positions.split(128)]
+    parts = [
+        rollout(run.model, test.inputs(chunk), [lead // step for lead in own], len(data.names))
+        for chunk in positions.split(128)
+    ]
     return {lead: torch.cat([part[lead // step] for part in parts]) for lead in own}
 
 
-def baseline_forecasts(data: GriddedData, test: Samples, positions: torch.Tensor, leads: list[int], config: EvalConfig, history: int) -> dict[str, dict[int, torch.Tensor]]:
+def baseline_forecasts(
+    data: GriddedData,
+    test: Samples,
+    positions: torch.Tensor,
+    leads: list[int],
+    config: EvalConfig,
+    history: int,
+) -> dict[str, dict[int, torch.Tensor]]:
     train_segments = data.normalised("train")
     mean_state = climatology(Samples(train_segments, history, 0), len(positions))
     out: dict[str, dict[int, torch.Tensor]] = {"persistence": {}, "climatology": {}, "ridge": {}}
@@ -95,13 +115,21 @@ def baseline_forecasts(data: GriddedData, test: Samples, positions: torch.Tensor
     return out
 
 
-def score(forecasts: dict[str, dict[int, torch.Tensor]], truth: dict[int, np.ndarray], data: GriddedData, leads: list[int]) -> dict[str, Any]:
+def score(
+    forecasts: dict[str, dict[int, torch.Tensor]],
+    truth: dict[int, np.ndarray],
+    data: GriddedData,
+    leads: list[int],
+) -> dict[str, Any]:
     """forecast_scores.json's "models": per model, per variable, RMSE and ACC at each lead (None where a
     model has no forecast at that lead)."""
     scale = (data.std[:, None, None], data.mean[:, None, None])
     models: dict[str, Any] = {}
     for name, by_lead in forecasts.items():
-        entry: dict[str, dict[str, list[float | None]]] = {"rmse": {v: [] for v in data.names}, "acc": {v: [] for v in data.names}}
+        entry: dict[str, dict[str, list[float | None]]] = {
+            "rmse": {v: [] for v in data.names},
+            "acc": {v: [] for v in data.names},
+        }
         for lead in leads:
             if lead not in by_lead:
                 for metric in entry.values():
@@ -110,7 +138,7 @@ def score(forecasts: dict[str, dict[int, torch.Tensor]], truth: dict[int, np.nda
                 continue
             forecast = by_lead[lead].numpy() * scale[0] + scale[1]
             for metric, fn in (("rmse", weighted_rmse), ("acc", weighted_acc)):
-                for var, value in zip(data.names, fn(forecast, truth[lead], data.weights)):
+                for var, value in zip(data.names, fn(forecast, truth[lead], data.weights), strict=True):
                     entry[metric][var].append(float(value))
         models[name] = entry
     return models
@@ -123,9 +151,15 @@ def evaluate_runs(paths: list[str | Path], out: str | Path, config: EvalConfig) 
     history = max(run.config.data.history for run in runs)
     test = Samples(data.normalised("test"), history, max(leads), every=config.every)
     if len(test) == 0:
-        raise ReslabError(f"the test split is shorter than the longest lead ({max(config.leads_hours):g}h)", params=("leads",))
+        raise ReslabError(
+            f"the test split is shorter than the longest lead ({max(config.leads_hours):g}h)",
+            params=("leads",),
+        )
     positions = test.index
-    truth = {lead: test.data[positions + lead].numpy() * data.std[:, None, None] + data.mean[:, None, None] for lead in leads}
+    truth = {
+        lead: test.data[positions + lead].numpy() * data.std[:, None, None] + data.mean[:, None, None]
+        for lead in leads
+    }
     forecasts = baseline_forecasts(data, test, positions, leads, config, history) if config.baselines else {}
     for run in runs:
         forecasts.setdefault(run.config.name, {}).update(model_forecasts(run, data, test, positions, leads))
@@ -144,7 +178,14 @@ def evaluate_runs(paths: list[str | Path], out: str | Path, config: EvalConfig) 
     if learned:
         name = learned[0]
         lead = max(forecasts[name])
-        plot_map(forecasts[name][lead][0].numpy(), truth[lead][0], data, name, lead * data.step_hours, out / "forecast_map.png")
+        plot_map(
+            forecasts[name][lead][0].numpy(),
+            truth[lead][0],
+            data,
+            name,
+            lead * data.step_hours,
+            out / "forecast_map.png",
+        )
         rolled = {n: f for n, f in forecasts.items() if n in learned and len(f) > 1}
         if rolled:
             plot_spectra(rolled, truth, data, out / "spectra.png")

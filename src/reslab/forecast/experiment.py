@@ -56,7 +56,15 @@ SIZES = {
 def experiment_runs(size: ExperimentSize, data_dir: Path, seed: int) -> dict[str, TrainConfig]:
     data = DataConfig(str(data_dir), variables=("z250", "t500"), history=3)
     net = NetConfig(channels=size.channels, blocks=size.blocks)
-    base = TrainConfig(data=data, net=net, rollout=True, max_minutes=size.minutes_per_model, samples_per_epoch=size.samples_per_epoch, epochs=1000, seed=seed)
+    base = TrainConfig(
+        data=data,
+        net=net,
+        rollout=True,
+        max_minutes=size.minutes_per_model,
+        samples_per_epoch=size.samples_per_epoch,
+        epochs=1000,
+        seed=seed,
+    )
     return {
         "resnet": base,
         "plain": replace(base, net=replace(net, name="plain")),
@@ -64,7 +72,14 @@ def experiment_runs(size: ExperimentSize, data_dir: Path, seed: int) -> dict[str
     }
 
 
-def run_experiment(out: str | Path, size_name: str, seed: int = 0, console: Console | None = None, on_day: Callable[[], None] | None = None, models: tuple[str, ...] = ("resnet", "plain", "cnn")) -> dict[str, Any]:
+def run_experiment(
+    out: str | Path,
+    size_name: str,
+    seed: int = 0,
+    console: Console | None = None,
+    on_day: Callable[[], None] | None = None,
+    models: tuple[str, ...] = ("resnet", "plain", "cnn"),
+) -> dict[str, Any]:
     """Run (or, where a step's output exists, reuse) every step; return forecast_scores.json's content."""
     out, size = Path(out), SIZES[size_name]
     console = console or Console(stderr=True)
@@ -82,7 +97,8 @@ def run_experiment(out: str | Path, size_name: str, seed: int = 0, console: Cons
     started = time.perf_counter()
     result = evaluate_runs([out / "runs" / name for name in models], out, size.evaluation)
     timings["evaluate"] = time.perf_counter() - started
-    write_json(out / "experiment.json", {"size": size_name, "seed": seed, "settings": asdict(size), "seconds": timings})
+    write_json(
+        out / "experiment.json",
+        {"size": size_name, "seed": seed, "settings": asdict(size), "seconds": timings},
+    )
     return result
-
-

@@ -29,7 +29,9 @@ def weighted_acc(forecast: np.ndarray, truth: np.ndarray, weights: np.ndarray) -
     return covariance / np.sqrt((w * fa**2).sum(axis=(0, 2, 3)) * (w * a**2).sum(axis=(0, 2, 3)))
 
 
-def weighted_loss(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, kind: str) -> torch.Tensor:
+def weighted_loss(
+    prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, kind: str
+) -> torch.Tensor:
     """Latitude-weighted MAE ('mae', Rasp & Thuerey) or MSE ('mse'), over batch, variables and grid."""
     error = (prediction - target).abs()
     return (weights[:, None] * (error if kind == "mae" else error**2)).mean()

@@ -7,6 +7,7 @@ wraps around the globe (or a periodic channel) has no seam, and the poles (or wa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -78,10 +79,16 @@ class ForecastResNet(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, config: NetConfig) -> None:
         super().__init__()
         c = config
-        first = [PeriodicConv2d(in_channels, c.channels, c.first_kernel), nn.LeakyReLU(), nn.BatchNorm2d(c.channels)]
+        first = [
+            PeriodicConv2d(in_channels, c.channels, c.first_kernel),
+            nn.LeakyReLU(),
+            nn.BatchNorm2d(c.channels),
+        ]
         self.stem = nn.Sequential(*(first if c.bn == "after" else (first[0], first[2], first[1])))
         residual = c.name == "resnet"
-        self.blocks = nn.Sequential(*(Block(c.channels, c.kernel, c.bn, c.dropout, residual) for _ in range(c.blocks)))
+        self.blocks = nn.Sequential(
+            *(Block(c.channels, c.kernel, c.bn, c.dropout, residual) for _ in range(c.blocks))
+        )
         self.head = PeriodicConv2d(c.channels, out_channels, c.kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,7 +101,7 @@ class WeatherBenchCNN(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, config: NetConfig) -> None:
         widths = [in_channels] + [config.cnn_channels] * (config.cnn_layers - 1) + [out_channels]
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        for i, (a, b) in enumerate(pairwise(widths)):
             layers.append(PeriodicConv2d(a, b, config.cnn_kernel))
             if i < config.cnn_layers - 1:
                 layers.append(nn.ELU())
@@ -116,7 +123,9 @@ class Forecaster(nn.Module):
 
 def build_net(config: NetConfig, in_channels: int, out_channels: int) -> nn.Module:
     if config.name not in MODEL_NAMES:
-        raise ReslabError(f"unknown forecast model {config.name!r}; choose from {', '.join(MODEL_NAMES)}", params=("model",))
+        raise ReslabError(
+            f"unknown forecast model {config.name!r}; choose from {', '.join(MODEL_NAMES)}", params=("model",)
+        )
     if config.bn not in ("after", "before"):
         raise ReslabError(f"bn must be 'after' or 'before', not {config.bn!r}", params=("bn",))
     if config.name == "cnn":

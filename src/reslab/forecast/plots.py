@@ -29,14 +29,24 @@ def plot_rmse(result: dict[str, Any], path: Path) -> Path:
         for j, (name, scores) in enumerate(result["models"].items()):
             values = np.array([np.nan if v is None else v for v in scores["rmse"][var]])
             style = BASELINE_STYLE.get(name, "-")
-            ax.plot(result["leads_hours"], values, style, marker="o", ms=3, color=COLOURS[j % len(COLOURS)], label=name)
+            ax.plot(
+                result["leads_hours"],
+                values,
+                style,
+                marker="o",
+                ms=3,
+                color=COLOURS[j % len(COLOURS)],
+                label=name,
+            )
         ax.set(xlabel="lead (h)", ylabel=f"RMSE {var}", title=var)
         ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
 
 
-def plot_map(forecast: np.ndarray, truth: np.ndarray, data: GriddedData, name: str, hours: float, path: Path) -> Path:
+def plot_map(
+    forecast: np.ndarray, truth: np.ndarray, data: GriddedData, name: str, hours: float, path: Path
+) -> Path:
     """Truth, forecast and error of each variable for one case; `forecast` is normalised."""
     forecast = forecast * data.std[:, None, None] + data.mean[:, None, None]
     fig = _figure(figsize=(13, 2.6 * len(data.names)), layout="constrained")
@@ -44,7 +54,11 @@ def plot_map(forecast: np.ndarray, truth: np.ndarray, data: GriddedData, name: s
         low, high = truth[i].min(), truth[i].max()
         error = forecast[i] - truth[i]
         limit = np.abs(error).max()
-        panels = ((truth[i], "truth", "viridis", low, high), (forecast[i], f"{name} +{hours:g}h", "viridis", low, high), (error, "error", "RdBu_r", -limit, limit))
+        panels = (
+            (truth[i], "truth", "viridis", low, high),
+            (forecast[i], f"{name} +{hours:g}h", "viridis", low, high),
+            (error, "error", "RdBu_r", -limit, limit),
+        )
         for j, (field, title, cmap, vmin, vmax) in enumerate(panels):
             ax = fig.add_subplot(len(data.names), 3, 3 * i + j + 1)
             image = ax.imshow(field, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, aspect="equal")
@@ -53,7 +67,9 @@ def plot_map(forecast: np.ndarray, truth: np.ndarray, data: GriddedData, name: s
     return save_figure(fig, path)
 
 
-def plot_spectra(forecasts: dict[str, dict[int, torch.Tensor]], truth: dict[int, np.ndarray], data: GriddedData, path: Path) -> Path:
+def plot_spectra(
+    forecasts: dict[str, dict[int, torch.Tensor]], truth: dict[int, np.ndarray], data: GriddedData, path: Path
+) -> Path:
     """Zonal power spectrum of the first variable for rolled-out forecasts at each lead, against truth."""
     leads = sorted(truth)
     fig = _figure(figsize=(5 * len(forecasts), 4), layout="constrained")
@@ -63,8 +79,15 @@ def plot_spectra(forecasts: dict[str, dict[int, torch.Tensor]], truth: dict[int,
         ax = fig.add_subplot(1, len(forecasts), i + 1)
         for j, lead in enumerate(sorted(by_lead)):
             power = zonal_spectrum(by_lead[lead][:, 0].numpy() * scale[0] + scale[1])
-            ax.loglog(np.arange(1, len(power)), power[1:], color=COLOURS[j % len(COLOURS)], label=f"+{lead * data.step_hours:g}h")
+            ax.loglog(
+                np.arange(1, len(power)),
+                power[1:],
+                color=COLOURS[j % len(COLOURS)],
+                label=f"+{lead * data.step_hours:g}h",
+            )
         ax.loglog(np.arange(1, len(truth_power)), truth_power[1:], "k--", label="truth")
-        ax.set(xlabel="zonal wavenumber", ylabel=f"power of {data.names[0]}", title=f"{name}: rollout spectra")
+        ax.set(
+            xlabel="zonal wavenumber", ylabel=f"power of {data.names[0]}", title=f"{name}: rollout spectra"
+        )
         ax.legend(fontsize=8)
     return save_figure(fig, path)

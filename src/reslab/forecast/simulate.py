@@ -106,7 +106,7 @@ class QGModel:
         history.insert(0, self.tendency(q))
         del history[3:]
         weights = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12)}[len(history)]
-        update = sum(w * h for w, h in zip(weights, history))
+        update = sum(w * h for w, h in zip(weights, history, strict=True))
         return self.odd((q + self.config.dt * update) * self.filter)
 
     def snapshot(self, q: np.ndarray) -> np.ndarray:
@@ -122,7 +122,9 @@ class QGModel:
         psi = self.psi_of_q(q)
         weight = np.where(self.k == 0, 1.0, 2.0)
         kinetic = (self.k2 * np.abs(psi) ** 2 * weight).sum(axis=(-3, -2, -1)) / 2
-        potential = (self.f * np.abs(psi[..., 0, :, :] - psi[..., 1, :, :]) ** 2 * weight).sum(axis=(-2, -1)) / 2
+        potential = (self.f * np.abs(psi[..., 0, :, :] - psi[..., 1, :, :]) ** 2 * weight).sum(
+            axis=(-2, -1)
+        ) / 2
         return (kinetic + potential) / (self.ny * self.nx) ** 2 / 2
 
 
@@ -185,9 +187,21 @@ def to_dataset(psi: np.ndarray, energy: np.ndarray, split: str, config: Simulati
     coords = {"time": time, "level": list(LEVELS), "y": y / 1e3, "x": np.arange(m.nx) * dx / 1e3}
     return xr.Dataset(
         {
-            "z": (("time", "level", "y", "x"), z.astype(np.float32), {"units": "m**2 s**-2", "long_name": "Geopotential"}),
-            "t500": (("time", "y", "x"), t500.astype(np.float32), {"units": "K", "long_name": "Temperature anomaly at 500 hPa"}),
-            "eddy_energy": (("day",), energy, {"units": "m**2 s**-2", "long_name": "Eddy energy, spin-up included"}),
+            "z": (
+                ("time", "level", "y", "x"),
+                z.astype(np.float32),
+                {"units": "m**2 s**-2", "long_name": "Geopotential"},
+            ),
+            "t500": (
+                ("time", "y", "x"),
+                t500.astype(np.float32),
+                {"units": "K", "long_name": "Temperature anomaly at 500 hPa"},
+            ),
+            "eddy_energy": (
+                ("day",),
+                energy,
+                {"units": "m**2 s**-2", "long_name": "Eddy energy, spin-up included"},
+            ),
         },
         coords=coords,
         attrs={"split": split, "source": "reslab two-layer QG channel", "config": json.dumps(asdict(config))},
@@ -201,10 +215,14 @@ def write_dataset(ds: xr.Dataset, path: Path) -> Path:
 
 
 def split_days(config: SimulationConfig) -> dict[str, float]:
-    return dict(zip(SPLITS, (365 * config.years, 365 * config.val_years, 365 * config.test_years)))
+    return dict(
+        zip(SPLITS, (365 * config.years, 365 * config.val_years, 365 * config.test_years), strict=True)
+    )
 
 
-def simulate(out: str | Path, config: SimulationConfig, on_day: Callable[[], None] | None = None) -> list[Path]:
+def simulate(
+    out: str | Path, config: SimulationConfig, on_day: Callable[[], None] | None = None
+) -> list[Path]:
     """Write out/{train,val,test}.nc, each a trajectory from its own random initial state (seeds drawn
     from config.seed). A split whose file was already written with the same settings is kept, so an
     interrupted run resumes at the split it was on."""
@@ -214,7 +232,7 @@ def simulate(out: str | Path, config: SimulationConfig, on_day: Callable[[], Non
     settings = json.dumps(asdict(config))
     seeds = np.random.SeedSequence(config.seed).generate_state(len(SPLITS))
     paths = []
-    for seed, (split, days) in zip(seeds, split_days(config).items()):
+    for seed, (split, days) in zip(seeds, split_days(config).items(), strict=True):
         path = out / f"{split}.nc"
         paths.append(path)
         if path.is_file():

@@ -69,7 +69,9 @@ def build_forecaster(config: TrainConfig, data: GriddedData) -> Forecaster:
     return Forecaster(net, channels, config.predict_change)
 
 
-def train_forecaster(config: TrainConfig, out: str | Path, resume: bool = False, console: Console | None = None) -> Path:
+def train_forecaster(
+    config: TrainConfig, out: str | Path, resume: bool = False, console: Console | None = None
+) -> Path:
     """Train and return the run directory; with resume, continue the run saved there."""
     out = Path(out)
     if config.loss not in ("mae", "mse"):
@@ -82,10 +84,20 @@ def train_forecaster(config: TrainConfig, out: str | Path, resume: bool = False,
     model = build_forecaster(config, data)
     train, val = (Samples(data.normalised(s), config.data.history, lead) for s in ("train", "val"))
     if len(train) == 0 or len(val) == 0:
-        raise ReslabError(f"the data is too short for history {config.data.history} and a {lead}-step lead", params=("lead_hours",))
-    val = Samples(data.normalised("val"), config.data.history, lead, every=max(1, math.ceil(len(val) / config.val_samples)))
+        raise ReslabError(
+            f"the data is too short for history {config.data.history} and a {lead}-step lead",
+            params=("lead_hours",),
+        )
+    val = Samples(
+        data.normalised("val"),
+        config.data.history,
+        lead,
+        every=max(1, math.ceil(len(val) / config.val_samples)),
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=config.plateau_factor, patience=config.plateau_patience)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=config.plateau_factor, patience=config.plateau_patience
+    )
     state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "history": [], "seconds": 0.0}
     if resume and (out / "last.pt").exists():
         state = load_training_state(out, config, model, optimizer, plateau)
@@ -103,18 +115,38 @@ def train_forecaster(config: TrainConfig, out: str | Path, resume: bool = False,
         state["epoch"] += 1
         state["seconds"] += time.perf_counter() - started
         improved = val_loss < state["best"]
-        state["best"], state["bad_epochs"] = (val_loss, 0) if improved else (state["best"], state["bad_epochs"] + 1)
-        row = {"epoch": state["epoch"], "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss, "val_loss": val_loss, "seconds": state["seconds"]}
+        state["best"], state["bad_epochs"] = (
+            (val_loss, 0) if improved else (state["best"], state["bad_epochs"] + 1)
+        )
+        row = {
+            "epoch": state["epoch"],
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "seconds": state["seconds"],
+        }
         state["history"].append(row)
         if improved:
-            atomic_write(out / "best.pt", lambda h: torch.save({"model": model.state_dict(), "epoch": state["epoch"]}, h))
+            atomic_write(
+                out / "best.pt",
+                lambda h: torch.save({"model": model.state_dict(), "epoch": state["epoch"]}, h),
+            )
         save_training_state(out, model, optimizer, plateau, state)
         mark = " *" if improved else ""
-        console.print(f"{config.name} epoch {state['epoch']}: train {train_loss:.4f} val {val_loss:.4f} lr {row['lr']:.1e} {state['seconds']:.0f}s{mark}", highlight=False)
+        console.print(
+            f"{config.name} epoch {state['epoch']}: train {train_loss:.4f} val {val_loss:.4f} lr {row['lr']:.1e} {state['seconds']:.0f}s{mark}",
+            highlight=False,
+        )
     return out
 
 
-def run_epoch(model: Forecaster, train: Samples, optimizer: torch.optim.Optimizer, weights: torch.Tensor, config: TrainConfig) -> float:
+def run_epoch(
+    model: Forecaster,
+    train: Samples,
+    optimizer: torch.optim.Optimizer,
+    weights: torch.Tensor,
+    config: TrainConfig,
+) -> float:
     model.train()
     rows = torch.randperm(len(train))
     if config.samples_per_epoch:
@@ -135,24 +167,46 @@ def run_epoch(model: Forecaster, train: Samples, optimizer: torch.optim.Optimize
 @torch.no_grad()
 def validation_loss(model: Forecaster, val: Samples, weights: torch.Tensor, kind: str) -> float:
     model.eval()
-    losses = [weighted_loss(model(x), y, weights, kind).item() * len(rows) for rows in torch.arange(len(val)).split(256) for x, y in [val.batch(rows)]]
+    losses = [
+        weighted_loss(model(x), y, weights, kind).item() * len(rows)
+        for rows in torch.arange(len(val)).split(256)
+        for x, y in [val.batch(rows)]
+    ]
     return sum(losses) / len(val)
 
 
 def data_summary(data: GriddedData) -> dict[str, Any]:
-    return {"names": data.names, "step_hours": data.step_hours, "grid": list(data.grid), "mean": data.mean.tolist(), "std": data.std.tolist()}
+    return {
+        "names": data.names,
+        "step_hours": data.step_hours,
+        "grid": list(data.grid),
+        "mean": data.mean.tolist(),
+        "std": data.std.tolist(),
+    }
 
 
-def save_training_state(out: Path, model: Forecaster, optimizer: torch.optim.Optimizer, plateau: Any, state: dict[str, Any]) -> None:
-    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "plateau": plateau.state_dict(), "state": json.dumps(state), "rng": torch.get_rng_state()}
+def save_training_state(
+    out: Path, model: Forecaster, optimizer: torch.optim.Optimizer, plateau: Any, state: dict[str, Any]
+) -> None:
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "plateau": plateau.state_dict(),
+        "state": json.dumps(state),
+        "rng": torch.get_rng_state(),
+    }
     atomic_write(out / "last.pt", lambda h: torch.save(payload, h))
     atomic_write_text(out / "metrics.csv", metrics_csv(state["history"]))
 
 
-def load_training_state(out: Path, config: TrainConfig, model: Forecaster, optimizer: torch.optim.Optimizer, plateau: Any) -> dict[str, Any]:
+def load_training_state(
+    out: Path, config: TrainConfig, model: Forecaster, optimizer: torch.optim.Optimizer, plateau: Any
+) -> dict[str, Any]:
     saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text())["train"])
     if replace(saved, epochs=config.epochs, max_minutes=config.max_minutes) != config:
-        raise ReslabError(f"{str(out)!r} holds a run with other settings; resume it with the same ones", params=("resume",))
+        raise ReslabError(
+            f"{str(out)!r} holds a run with other settings; resume it with the same ones", params=("resume",)
+        )
     payload = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
