@@ -22,7 +22,7 @@ from torch import nn
 from .data import normalise
 from .data.eval_transform import EvalTransform
 from .errors import ReslabError
-from .precision import Precision, resolve_device, resolve_precision
+from .precision import Precision, resolve_device, resolve_inference_precision
 
 
 @dataclass
@@ -37,6 +37,7 @@ class ImageClassifier:
     source: str  # the checkpoint file or the weights name
     name: str  # the model's name
     fast: bool = True
+    calibration: str | None = None  # int8: "data" (None: the checkpoint's training data) or "folder:DIR"
     _runner: nn.Module | None = field(default=None, repr=False)
 
     def prepare(self, batch_size: int, workload: int | None = None) -> None:
@@ -50,8 +51,13 @@ class ImageClassifier:
         example = torch.zeros((batch_size, c, h, w), device=self.device)
         if self.precision.channels_last:
             example = example.contiguous(memory_format=torch.channels_last)
+        calibration = None
+        if self.precision.name == "int8":
+            from .quantize import classifier_calibration
+
+            calibration = classifier_calibration(self)
         self._runner = inference_model(
-            self.model, example, self.precision, self.device, self.fast, workload or batch_size
+            self.model, example, self.precision, self.device, self.fast, workload or batch_size, calibration
         )
 
     def normalised(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -154,7 +160,7 @@ def _from_weights(
         mean=tuple(cfg["mean"]),
         std=tuple(cfg["std"]),
         class_names=list(cfg["class_names"] or [str(i) for i in range(cfg["num_classes"])]),
-        precision=resolve_precision(precision or "auto", dev),
+        precision=resolve_inference_precision(precision or "auto", dev),
         device=dev,
         source=str(cfg["weights"]),
         name=model_name,

@@ -16,7 +16,7 @@ from torch import nn
 from .checkpoint import load_checkpoint, model_from_checkpoint, run_config_of
 from .data import load_data
 from .errors import ReslabError
-from .precision import Precision, resolve_device, resolve_precision
+from .precision import Precision, resolve_device, resolve_inference_precision
 from .run_config import RunConfig
 from .split_metrics import evaluate_split
 
@@ -48,16 +48,33 @@ def checkpoint_precision(payload: dict[str, Any], precision: str | None, dev: to
         precision = trained.precision.precision if trained is not None else "auto"
         if precision == "fp16" and dev.type != "cuda":
             precision = "auto"
-    return resolve_precision(precision, dev)
+    return resolve_inference_precision(precision, dev)
+
+
+def trained_seed(payload: dict[str, Any]) -> int:
+    """The split seed the checkpoint's run used (0 without a readable run config)."""
+    trained = _trained_with(payload)
+    return trained.seed if trained is not None else 0
 
 
 def inference_model(
-    model: nn.Module, example: torch.Tensor, prec: Precision, dev: torch.device, fast: bool, workload: int
+    model: nn.Module,
+    example: torch.Tensor,
+    prec: Precision,
+    dev: torch.device,
+    fast: bool,
+    workload: int,
+    calibration: torch.Tensor | None = None,
 ) -> nn.Module:
+    """calibration: int8's calibration images (reslab.quantize)."""
+    if prec.name == "int8" and not fast:
+        raise ReslabError("precision int8 is a fast path: drop --no-fast", params=("fast",))
     if fast:
         from .infer import optimize_for_inference
 
-        return optimize_for_inference(model, example, precision=prec.name, device=dev, workload=workload)
+        return optimize_for_inference(
+            model, example, precision=prec.name, device=dev, workload=workload, calibration=calibration
+        )
     return model.to(memory_format=torch.channels_last) if prec.channels_last else model
 
 
@@ -69,12 +86,14 @@ def evaluate(
     precision: str | None = None,
     download: bool = False,
     fast: bool = True,
+    calibration: str | None = None,
 ) -> dict[str, Any]:
     """Loss, error, accuracy, per-class accuracy and the confusion matrix of a checkpoint on a split.
     precision None: the one the checkpoint was trained in. fast: reslab.infer.optimize_for_inference
     (BN folded, weights in the precision's dtype, compiled when the split is big enough to pay for it).
     The data defaults to the checkpoint's (same spec and seed, so the same split); inputs are normalised
-    with the statistics training used, and must have the channels, image size and classes it had."""
+    with the statistics training used, and must have the channels, image size and classes it had.
+    calibration: int8 only: "data" (None: the checkpoint's training data) or "folder:DIR"."""
     if split not in ("train", "val", "test"):
         raise ReslabError(f"unknown split {split!r}; choose train, val or test")
     dev = resolve_device(device)
@@ -89,7 +108,12 @@ def evaluate(
     images = bundle.split(split).to(dev)
     n = len(images)
     example = torch.zeros((max(1, min(n, EVAL_BATCH_SIZE)), *images.images.shape[1:]), device=dev)
-    model = inference_model(model, example, prec, dev, fast, workload=n)
+    calib = None
+    if prec.name == "int8":
+        from .quantize import eval_calibration
+
+        calib = eval_calibration(calibration, payload, bundle if spec == info["spec"] else None)
+    model = inference_model(model, example, prec, dev, fast, workload=n, calibration=calib)
     mean, std = tuple(info["mean"]), tuple(info["std"])
     result = evaluate_split(model, images, mean, std, prec, bundle.num_classes, batch_size=EVAL_BATCH_SIZE)
     return {

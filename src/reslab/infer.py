@@ -112,6 +112,7 @@ class InferenceInfo:
     compiled: bool
     batch_size: int
     fallback_reason: str | None = None
+    backend: str | None = None  # int8 only: torchao or openvino
 
     def to_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -231,13 +232,19 @@ def optimize_for_inference(
     compile: bool | str = "auto",
     workload: int | None = None,
     device: str | torch.device | None = None,
+    calibration: torch.Tensor | None = None,
+    backend: str = "auto",
 ) -> InferenceModel:
     """The fastest faithful inference module for `model` on `device` (default: the model's device).
 
     example_input: a batch shaped like the inputs to come (its batch size is the compiled batch size).
-    precision: "auto" (bf16 on CUDA and on CPUs with fast bf16, else fp32), "fp32", "bf16" or "fp16".
+    precision: "auto" (bf16 on CUDA and on CPUs with fast bf16, else fp32), "fp32", "bf16", "fp16", or
+    "int8" (CPU; post-training static quantization, reslab.quantize).
     compile: True, False, or "auto" (compile when `workload` images pay for it; see module docstring).
+      int8 compiles unless compile is False: its uncompiled graph only simulates int8, slowly.
     workload: how many images the module is expected to serve, for the "auto" rule.
+    calibration: int8 only: real input images (N, C, H, W), normalised as the model expects.
+    backend: int8 only: "auto", "torchao" or "openvino" (reslab.quantize.BACKENDS).
     """
     if example_input.dim() != 4 or example_input.shape[0] < 1:
         raise ReslabError(
@@ -249,6 +256,11 @@ def optimize_for_inference(
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
+    if precision == "int8":
+        from .quantize import Int8Settings, quantize_for_inference
+
+        settings = Int8Settings(backend=backend, compile=compile is not False)
+        return quantize_for_inference(model, example_input, calibration, device, settings)
     resolved = resolve_precision(precision, device)
 
     prepared = fold_batchnorm(model).to(device)

@@ -118,3 +118,15 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
         )
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
     return Precision(name, device_type, dtype, channels_last=dtype is not None)
+
+
+INFERENCE_PRECISIONS = (*PRECISIONS, "int8")
+
+
+def resolve_inference_precision(name: str, device: torch.device) -> Precision:
+    """resolve_precision, plus "int8" (inference only: post-training quantization, reslab.quantize)."""
+    if name == "int8":
+        from .quantize import int8_precision
+
+        return int8_precision(device)
+    return resolve_precision(name, device)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from .int8_options import add_calibration_argument
 from .output import console
 
 
@@ -21,9 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
-        help="default: the precision the checkpoint was trained in",
+        choices=("auto", "fp32", "bf16", "fp16", "int8"),
+        help="default: the precision the checkpoint was trained in; int8: post-training quantization (CPU)",
     )
+    add_calibration_argument(p)
     p.add_argument("--download", action="store_true")
     p.add_argument(
         "--fast",
@@ -46,6 +48,7 @@ def run_eval(args: argparse.Namespace) -> int:
         precision=args.precision,
         download=args.download,
         fast=args.fast,
+        calibration=args.calibration,
     )
     ckpt = Path(result["checkpoint"])
     png = Path(args.out) if args.out else ckpt.with_name(f"confusion-{ckpt.stem}-{args.split}.png")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ReslabError
+from .int8_options import add_calibration_argument
 from .output import console
 
 _PAIR = ("model", "weights")
@@ -40,9 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
-        help="default: the precision the checkpoint was trained in",
+        choices=("auto", "fp32", "bf16", "fp16", "int8"),
+        help="default: the precision the checkpoint was trained in; int8: post-training quantization (CPU)",
     )
+    add_calibration_argument(p)
     p.add_argument(
         "--fast",
         action=argparse.BooleanOptionalAction,
@@ -84,6 +86,7 @@ def run_predict(args: argparse.Namespace) -> int:
     settings.check()
     sink = PredictionFile(args.out, args.topk) if args.out else None  # a bad --out fails before any work
     classifier, inputs = _classifier_and_inputs(args)
+    classifier.calibration = args.calibration
     paths = find_images(inputs)
     out, rows, errors = console(), [], []
     with contextlib.ExitStack() as stack:

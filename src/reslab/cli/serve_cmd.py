@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ReslabError
+from .int8_options import add_calibration_argument
 from .output import console
 
 
@@ -29,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image, width x height")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16", "int8"))
+    add_calibration_argument(p)
     p.set_defaults(func=run_serve)
 
 
@@ -49,6 +51,7 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     settings.check()
     classifier = load_classifier(args.checkpoint, device=args.device, precision=args.precision)
+    classifier.calibration = args.calibration
     app = create_app(classifier, settings)
     sock = bind(settings.host, settings.port)
     err = console(stderr=True)
