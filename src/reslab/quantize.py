@@ -159,7 +159,7 @@ def openvino_quantize(
         quantized = nncf.quantize(
             ov_model,
             nncf.Dataset(batches),
-            subset_size=len(batches) * example.shape[0],
+            subset_size=len(batches),  # NNCF counts dataset items: batches
             preset=nncf.QuantizationPreset.PERFORMANCE,
         )
     config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}

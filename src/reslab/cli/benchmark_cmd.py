@@ -22,7 +22,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations per side first (default 3)")
     parser.add_argument("--image-size", type=int, help="square input size (default: the model's native size)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--precision", default="auto", help="reslab side: auto, fp32, bf16 or fp16")
+    parser.add_argument(
+        "--precision", default="auto", help="reslab side: auto, fp32, bf16, fp16 or int8 (CPU)"
+    )
+    parser.add_argument(
+        "--against",
+        nargs="?",
+        const="installed",
+        metavar="PEERS",
+        help="race reslab's inference paths against peers instead of plain PyTorch: comma-separated from "
+        "torch-compile, openvino, onnxruntime (no value: every one installed; one not installed is skipped)",
+    )
+    parser.add_argument(
+        "--paths",
+        default="fp32,bf16,int8",
+        help="with --against: reslab's paths to race (default fp32,bf16,int8; bf16 only where the CPU is fast at it)",
+    )
+    parser.add_argument(
+        "--latency-iters",
+        type=int,
+        default=50,
+        help="with --against: batch-1 calls per contender for the p50/p99 latency (0: skip)",
+    )
     parser.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
@@ -46,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_benchmark_cmd(args: argparse.Namespace) -> int:
+    if args.against is not None:
+        return run_race_cmd(args)
     out = console(stderr=args.json)
     result = run_benchmark(
         args.model,
@@ -92,3 +115,63 @@ def run_benchmark_cmd(args: argparse.Namespace) -> int:
         f"  peak memory (RSS, whole process): {result['peak_rss_mb']:.0f} MB; warm-up {d['warmup_seconds']} s"
     )
     return 0
+
+
+def run_race_cmd(args: argparse.Namespace) -> int:
+    from ..errors import ReslabError
+    from ..race import JSON_KEYS as RACE_KEYS
+    from ..race import RaceSettings, parse_peers, run_race
+
+    if args.mode != "infer" or args.device not in ("auto", "cpu"):
+        raise ReslabError(
+            "--against races CPU inference: use --mode infer and --device cpu", params=("against",)
+        )
+    out = console(stderr=args.json)
+    settings = RaceSettings(
+        model=args.model,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        threads=args.threads,
+        peers=parse_peers(args.against),
+        paths=[p.strip() for p in args.paths.split(",") if p.strip()],
+        iters=args.iters,
+        warmup=args.warmup,
+        latency_iters=args.latency_iters,
+    )
+    result = run_race(settings, log=lambda msg: out.print(f"[dim]{msg}[/dim]"))
+    if args.save:
+        atomic_write_text(args.save, json.dumps(result, indent=1) + "\n")
+    if args.json:
+        print(json.dumps({key: result[key] for key in RACE_KEYS}))
+        return 0
+    for line in race_lines(result):
+        out.print(line, markup=False, highlight=False)
+    return 0
+
+
+def race_lines(result: dict) -> list[str]:
+    """The race as a table: images/s, ratio to the best peer, fractions of the peaks, latency."""
+    d = result["details"]
+    best = result["contenders"].get(result["best_peer"]) if result["best_peer"] else None
+    lines = [
+        f"{result['model']} inference, batch {result['batch_size']}, {d['image_size']}x{d['image_size']}, "
+        f"{result['threads']} threads, " + ", ".join(f"{k} {v}" for k, v in d["versions"].items()),
+        f"  {'contender':22} {'images/s':>10} {'vs best peer':>12} {'GFLOP/s':>9} {'%bf16pk':>8} "
+        f"{'%fp32pk':>8} {'%int8pk':>8} {'b1 p50 ms':>10} {'b1 p99 ms':>10}",
+    ]
+    for name, rate in result["contenders"].items():
+        f, lat = d["fraction_of_peaks"][name], result["latency_ms"].get(name, {})
+        ratio = f"{rate / best:.2f}x" if best else "-"
+        lines.append(
+            f"  {name:22} {rate:10.1f} {ratio:>12} {f['gflops']:9.1f} {100 * f['of_bf16_peak']:8.1f} "
+            f"{100 * f['of_fp32_peak']:8.1f} {100 * f['of_int8_peak']:8.1f} "
+            f"{lat.get('p50', float('nan')):10.2f} {lat.get('p99', float('nan')):10.2f}"
+        )
+    for name, why in result["skipped"].items():
+        lines.append(f"  {name:22} skipped: {why}")
+    lines.append(
+        f"  best peer: {result['best_peer']}; reslab's best: {result['reslab_best']}; ratio "
+        f"{result['ratio_to_best_peer']}x. Matmul peaks measured now: bf16 {result['peak_gflops_bf16']:.0f}, "
+        f"fp32 {d['peak_gflops_fp32']:.0f} GFLOP/s, int8 {result['peak_gops_int8']:.0f} GOP/s"
+    )
+    return lines
