@@ -80,7 +80,7 @@ def test_simulate_train_evaluate_end_to_end(tmp_path: Path, capsys: pytest.Captu
         "3",
     ]
     assert main(sim) == 0
-    assert sorted(p.name for p in data.iterdir()) == ["test.nc", "train.nc", "val.nc"]
+    assert sorted(p.name for p in data.iterdir()) == ["spinup_spectrum.png", "test.nc", "train.nc", "val.nc"]
     runs = tmp_path / "runs"
     common = ["forecast", "train", "--data", str(data), "--vars", "z250,t500", *TINY_NET]
     assert main([*common, "--rollout", "--out", str(runs / "resnet")]) == 0

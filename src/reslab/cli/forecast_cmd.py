@@ -64,6 +64,7 @@ def add_train(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--model", default="resnet", help="resnet, plain (its twin without identity adds) or cnn")
     t.add_argument("--lead", default="24h", help="direct mode's lead, a multiple of the data's time step")
     t.add_argument("--rollout", action="store_true", help="learn one time step; evaluation rolls it out")
+    t.add_argument("--unroll", type=int, default=1, help="with --rollout: the loss averages this many steps")
     t.add_argument(
         "--predict",
         choices=("change", "field"),
@@ -139,7 +140,7 @@ def int_list(text: str, what: str) -> tuple[int, ...]:
         ) from None
 
 
-def day_progress(total_days: float) -> Progress:
+def day_progress() -> Progress:
     return Progress(
         TextColumn("[bold]simulating (days)"),
         BarColumn(),
@@ -151,6 +152,7 @@ def day_progress(total_days: float) -> Progress:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    from ..forecast.plots import plot_simulation
     from ..forecast.simulate import QGConfig, SimulationConfig, simulate, split_days
 
     set_threads(args)
@@ -168,13 +170,23 @@ def run_simulate(args: argparse.Namespace) -> int:
     config = SimulationConfig(args.years, args.val_years, args.test_years, args.seed, args.spinup_days, model)
     total = round(sum(split_days(config).values()) + 3 * config.spinup_days)
     started = time.perf_counter()
-    with day_progress(total) as progress:
+    with day_progress() as progress:
         task = progress.add_task("simulate", total=total)
         paths = simulate(args.out, config, on_day=lambda: progress.advance(task))
     for path in paths:
         console().print(f"{path}", highlight=False)
-    console().print(f"simulated in {time.perf_counter() - started:.0f}s", highlight=False)
+    print_stationarity(plot_simulation(Path(args.out)))
+    console().print(
+        f"simulated in {time.perf_counter() - started:.0f}s; plot: {Path(args.out) / 'spinup_spectrum.png'}",
+        highlight=False,
+    )
     return 0
+
+
+def print_stationarity(summary: dict) -> None:
+    for split, halves in summary.items():
+        text = ", ".join(f"{half} {v['mean']:.1f} ± {v['std']:.1f}" for half, v in halves.items())
+        console().print(f"{split}: eddy energy (m^2/s^2) {text}", highlight=False)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -208,6 +220,7 @@ def run_train(args: argparse.Namespace) -> int:
         net=net,
         lead_hours=parse_hours(args.lead),
         rollout=args.rollout,
+        unroll=args.unroll,
         predict_change=args.predict == "change",
         loss=args.loss,
         lr=args.lr,
@@ -246,12 +259,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_experiment_cmd(args: argparse.Namespace) -> int:
-    from ..forecast.experiment import run_experiment
+    from ..forecast.experiment import SIZES, run_experiment
+    from ..forecast.simulate import split_days
 
     set_threads(args)
     out = Path(args.out or f"runs/forecast-experiment-{args.size}")
     started = time.perf_counter()
-    result = run_experiment(out, args.size, seed=args.seed, console=console(stderr=True))
+    with day_progress() as progress:
+        simulation = SIZES[args.size].simulation
+        task = progress.add_task(
+            "simulate", total=round(sum(split_days(simulation).values()) + 3 * simulation.spinup_days)
+        )
+        result = run_experiment(
+            out, args.size, seed=args.seed, console=progress.console, on_day=lambda: progress.advance(task)
+        )
     print_scores(result)
     console().print(f"experiment: {out} ({time.perf_counter() - started:.0f}s)", highlight=False)
     return 0

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -67,6 +68,18 @@ class GriddedData:
         return [
             torch.from_numpy(((seg - scale[0]) / scale[1]).astype(np.float32)) for seg in self.splits[split]
         ]
+
+
+def xarray() -> ModuleType:
+    """xarray, or a one-line error saying how to install it (it is an optional dependency)."""
+    try:
+        import netCDF4  # noqa: F401  (the engine the simulator writes with)
+        import xarray as xr
+    except ImportError:
+        raise ReslabError(
+            "reslab forecast needs xarray and netCDF4: pip install 'reslab[forecast]'"
+        ) from None
+    return xr
 
 
 def parse_hours(text: str, what: str = "lead") -> float:
@@ -142,8 +155,7 @@ def with_scalar_levels_named(ds: xr.Dataset) -> xr.Dataset:
 def open_splits(files: list[str]) -> dict[str | None, xr.Dataset]:
     """The files combined by coordinates (years joined, variables merged): one dataset per split
     attribute when every file has one, else one under None."""
-    import xarray as xr
-
+    xr = xarray()
     opened = [with_scalar_levels_named(xr.open_dataset(path)) for path in files]
     labels = [ds.attrs.get("split") for ds in opened]
     groups = {
@@ -160,8 +172,7 @@ def open_splits(files: list[str]) -> dict[str | None, xr.Dataset]:
 
 def fields_of(ds: xr.Dataset, config: DataConfig) -> tuple[list[str], xr.DataArray]:
     """The named variables as one array [time, variable, lat, lon], read into memory."""
-    import xarray as xr
-
+    xr = xarray()
     picked = [
         item for name in config.variables for item in pick_variable(ds, name, config.levels, config.spec)
     ]

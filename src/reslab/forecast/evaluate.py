@@ -17,7 +17,7 @@ import torch
 
 from ..atomic import write_json
 from ..errors import ReslabError
-from .baselines import RidgeForecast, climatology, persistence
+from .baselines import RidgeForecasts, climatology, persistence
 from .data import GriddedData, Samples
 from .metrics import weighted_acc, weighted_rmse
 from .models import Forecaster
@@ -103,16 +103,20 @@ def baseline_forecasts(
     leads: list[int],
     config: EvalConfig,
     history: int,
-) -> dict[str, dict[int, torch.Tensor]]:
+) -> tuple[dict[str, dict[int, torch.Tensor]], dict[int, float]]:
+    """Persistence, climatology and ridge forecasts at each lead; and ridge's penalty per lead."""
     train_segments = data.normalised("train")
     mean_state = climatology(Samples(train_segments, history, 0), len(positions))
+    ridge = RidgeForecasts(train_segments, history, max(leads), config.ridge_samples)
     out: dict[str, dict[int, torch.Tensor]] = {"persistence": {}, "climatology": {}, "ridge": {}}
+    alphas = {}
+    inputs = test.inputs(positions)
     for lead in leads:
         out["persistence"][lead] = persistence(test, positions)
         out["climatology"][lead] = mean_state
-        ridge = RidgeForecast(Samples(train_segments, history, lead), config.ridge_samples)
-        out["ridge"][lead] = ridge.predict(test.inputs(positions))
-    return out
+        val = Samples(data.normalised("val"), history, lead, every=config.every)
+        out["ridge"][lead], alphas[lead] = ridge.fit_predict(lead, val, inputs)
+    return out, alphas
 
 
 def score(
@@ -160,7 +164,9 @@ def evaluate_runs(paths: list[str | Path], out: str | Path, config: EvalConfig) 
         lead: test.data[positions + lead].numpy() * data.std[:, None, None] + data.mean[:, None, None]
         for lead in leads
     }
-    forecasts = baseline_forecasts(data, test, positions, leads, config, history) if config.baselines else {}
+    forecasts, alphas = (
+        baseline_forecasts(data, test, positions, leads, config, history) if config.baselines else ({}, {})
+    )
     for run in runs:
         forecasts.setdefault(run.config.name, {}).update(model_forecasts(run, data, test, positions, leads))
     result = {
@@ -168,6 +174,7 @@ def evaluate_runs(paths: list[str | Path], out: str | Path, config: EvalConfig) 
         "models": score(forecasts, truth, data, leads),
         "samples": len(positions),
         "runs": {run.config.name: str(run.path) for run in runs},
+        "ridge_alpha": {f"{lead * data.step_hours:g}h": alpha for lead, alpha in alphas.items()},
     }
     out = Path(out)
     write_json(out / "forecast_scores.json", result)
@@ -177,7 +184,7 @@ def evaluate_runs(paths: list[str | Path], out: str | Path, config: EvalConfig) 
     learned = [run.config.name for run in runs if any(forecasts[run.config.name])]
     if learned:
         name = learned[0]
-        lead = max(forecasts[name])
+        lead = min(forecasts[name], key=lambda lead: abs(lead * data.step_hours - 120))  # 5 days, or nearest
         plot_map(
             forecasts[name][lead][0].numpy(),
             truth[lead][0],

@@ -19,6 +19,7 @@ from ..atomic import write_json
 from .data import DataConfig
 from .evaluate import EvalConfig, evaluate_runs
 from .models import NetConfig
+from .plots import plot_simulation
 from .simulate import SimulationConfig, simulate
 from .train import TrainConfig, train_forecaster
 
@@ -35,20 +36,20 @@ class ExperimentSize:
 
 SIZES = {
     "small": ExperimentSize(
-        SimulationConfig(years=0.5, val_years=0.1, test_years=0.25, spinup_days=150),
+        SimulationConfig(years=0.3, val_years=0.1, test_years=0.2, spinup_days=120),
         channels=32,
         blocks=4,
-        minutes_per_model=0.6,
+        minutes_per_model=0.5,
         samples_per_epoch=256,
-        evaluation=EvalConfig(leads_hours=(6, 24, 72, 120, 240), every=4, ridge_samples=700),
+        evaluation=EvalConfig(leads_hours=(6, 24, 72, 120, 240), every=8, ridge_samples=400),
     ),
     "default": ExperimentSize(
-        SimulationConfig(years=3.0, val_years=0.5, test_years=1.0, spinup_days=200),
-        channels=64,
+        SimulationConfig(years=2.0, val_years=0.5, test_years=1.0, spinup_days=200),
+        channels=32,
         blocks=6,
-        minutes_per_model=9.0,
+        minutes_per_model=8.0,
         samples_per_epoch=1024,
-        evaluation=EvalConfig(leads_hours=(6, 24, 72, 120, 240), every=4, ridge_samples=3000),
+        evaluation=EvalConfig(leads_hours=(6, 24, 72, 120, 240), every=12, ridge_samples=2000),
     ),
 }
 
@@ -87,6 +88,7 @@ def run_experiment(
     timings: dict[str, float] = {}
     started = time.perf_counter()
     simulate(out / "data", simulation, on_day)
+    stationarity = plot_simulation(out / "data")
     timings["simulate"] = time.perf_counter() - started
     for name, config in experiment_runs(size, out / "data", seed).items():
         if name not in models:
@@ -99,6 +101,12 @@ def run_experiment(
     timings["evaluate"] = time.perf_counter() - started
     write_json(
         out / "experiment.json",
-        {"size": size_name, "seed": seed, "settings": asdict(size), "seconds": timings},
+        {
+            "size": size_name,
+            "seed": seed,
+            "settings": asdict(size),
+            "seconds": timings,
+            "eddy_energy": stationarity,
+        },
     )
     return result

@@ -110,15 +110,18 @@ class WeatherBenchCNN(nn.Sequential):
 
 class Forecaster(nn.Module):
     """A network with its data contract: `history` past states of `variables` in, the state `lead` later out.
-    With predict_change the network's output is added to the latest input state."""
+    With predict_change the network's output, times `change_scale` (per variable: the training set's std
+    of the change over one lead, so the net's target has unit variance, as in GraphCast), is added to the
+    latest input state."""
 
     def __init__(self, net: nn.Module, variables: int, predict_change: bool) -> None:
         super().__init__()
         self.net, self.variables, self.predict_change = net, variables, predict_change
+        self.register_buffer("change_scale", torch.ones(variables, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)
-        return out + x[:, : self.variables] if self.predict_change else out
+        return x[:, : self.variables] + self.change_scale * out if self.predict_change else out
 
 
 def build_net(config: NetConfig, in_channels: int, out_channels: int) -> nn.Module:

@@ -1,7 +1,7 @@
 """A two-layer quasi-geostrophic channel: the built-in atmosphere that `reslab forecast` learns from.
 
 Phillips (1956) two-layer model on a beta plane, in the form of Vallis (2017, Atmospheric and Oceanic Fluid
-Dynamics, 2nd ed., sections 5.6 and 9.6): equal layers, a uniform vertical shear U1 - U2 that is
+Dynamics, 2nd ed., the layered QG equations of chapter 5 and the Phillips problem of chapter 9): equal layers, a uniform vertical shear U1 - U2 that is
 baroclinically unstable, linear drag on the lower layer, and a spectral filter at the grid scale. The
 domain is periodic in x and has walls in y (a band of latitudes), which matches the forecast networks'
 circular padding in longitude and zero padding in latitude. Walls are exact: the eddy streamfunction is
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..atomic import atomic_path
+from .data import xarray
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -175,8 +176,7 @@ def to_dataset(psi: np.ndarray, energy: np.ndarray, split: str, config: Simulati
     """One split in WeatherBench's layout: geopotential `z` (m^2/s^2) at the two layers' levels and the
     500 hPa temperature `t500` (K, from the layers' thickness by the hypsometric equation), with the
     background shear's fields included, on (time, y, x); y and x in km at cell centres."""
-    import xarray as xr
-
+    xr = xarray()
     m = config.model
     dx = m.length_x / m.nx
     y = (np.arange(m.ny) + 0.5) * dx
@@ -226,8 +226,7 @@ def simulate(
     """Write out/{train,val,test}.nc, each a trajectory from its own random initial state (seeds drawn
     from config.seed). A split whose file was already written with the same settings is kept, so an
     interrupted run resumes at the split it was on."""
-    import xarray as xr
-
+    xr = xarray()
     out = Path(out)
     settings = json.dumps(asdict(config))
     seeds = np.random.SeedSequence(config.seed).generate_state(len(SPLITS))

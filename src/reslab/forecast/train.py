@@ -32,6 +32,7 @@ class TrainConfig:
     net: NetConfig = field(default_factory=NetConfig)
     lead_hours: float = 24.0  # direct mode; iterative (rollout) mode learns the data's time step
     rollout: bool = False
+    unroll: int = 1  # rollout mode: the loss averages this many autoregressive steps (backprop through all)
     predict_change: bool = True  # the net outputs the change from the latest state (False: the state)
     loss: str = "mae"
     lr: float = 1e-3
@@ -79,9 +80,13 @@ def train_forecaster(
     if (out / "last.pt").exists() and not resume:
         raise ReslabError(f"{str(out)!r} already holds a run; resume continues it", params=("resume",))
     data = load_data(config.data)
-    lead = step_count(config, data)
+    if config.unroll < 1 or (config.unroll > 1 and not config.rollout):
+        raise ReslabError("unroll must be 1, or more with rollout", params=("unroll", "rollout"))
+    step = step_count(config, data)
+    lead = step * config.unroll
     torch.manual_seed(config.seed)
     model = build_forecaster(config, data)
+    model.change_scale.copy_(change_std(Samples(data.normalised("train"), config.data.history, step)))
     train, val = (Samples(data.normalised(s), config.data.history, lead) for s in ("train", "val"))
     if len(train) == 0 or len(val) == 0:
         raise ReslabError(
@@ -109,8 +114,8 @@ def train_forecaster(
         if config.max_minutes and state["seconds"] >= 60 * config.max_minutes:
             break
         started = time.perf_counter()
-        train_loss = run_epoch(model, train, optimizer, weights, config)
-        val_loss = validation_loss(model, val, weights, config.loss)
+        train_loss = run_epoch(model, train, optimizer, weights, config, step)
+        val_loss = validation_loss(model, val, weights, config, step)
         plateau.step(val_loss)
         state["epoch"] += 1
         state["seconds"] += time.perf_counter() - started
@@ -140,12 +145,38 @@ def train_forecaster(
     return out
 
 
+def change_std(train: Samples) -> torch.Tensor:
+    """Per variable, the std of the change over the samples' lead (normalised units), shaped (V, 1, 1)."""
+    change = train.data[train.index + train.lead] - train.data[train.index]
+    return change.std(dim=(0, 2, 3)).clamp(min=1e-6)[:, None, None]
+
+
+def sample_loss(
+    model: Forecaster,
+    samples: Samples,
+    rows: torch.Tensor,
+    weights: torch.Tensor,
+    config: TrainConfig,
+    step: int,
+) -> torch.Tensor:
+    """The weighted loss of `unroll` autoregressive steps of `step` data steps each (one in direct mode)."""
+    positions = samples.index[rows]
+    x = samples.inputs(positions)
+    loss = torch.zeros(())
+    for k in range(1, config.unroll + 1):
+        state = model(x)
+        loss = loss + weighted_loss(state, samples.data[positions + k * step], weights, config.loss)
+        x = torch.cat([state, x[:, : -model.variables]], dim=1)
+    return loss / config.unroll
+
+
 def run_epoch(
     model: Forecaster,
     train: Samples,
     optimizer: torch.optim.Optimizer,
     weights: torch.Tensor,
     config: TrainConfig,
+    step: int,
 ) -> float:
     model.train()
     rows = torch.randperm(len(train))
@@ -153,8 +184,7 @@ def run_epoch(
         rows = rows[: config.samples_per_epoch]
     total, count = 0.0, 0
     for batch in rows.split(config.batch_size):
-        x, y = train.batch(batch)
-        loss = weighted_loss(model(x), y, weights, config.loss)
+        loss = sample_loss(model, train, batch, weights, config, step)
         if not torch.isfinite(loss):
             raise DivergedError(f"the loss became {loss.item()}; lower lr")
         optimizer.zero_grad(set_to_none=True)
@@ -165,14 +195,14 @@ def run_epoch(
 
 
 @torch.no_grad()
-def validation_loss(model: Forecaster, val: Samples, weights: torch.Tensor, kind: str) -> float:
+def validation_loss(
+    model: Forecaster, val: Samples, weights: torch.Tensor, config: TrainConfig, step: int
+) -> float:
     model.eval()
-    losses = [
-        weighted_loss(model(x), y, weights, kind).item() * len(rows)
-        for rows in torch.arange(len(val)).split(256)
-        for x, y in [val.batch(rows)]
-    ]
-    return sum(losses) / len(val)
+    batches = torch.arange(len(val)).split(256)
+    return sum(
+        sample_loss(model, val, rows, weights, config, step).item() * len(rows) for rows in batches
+    ) / len(val)
 
 
 def data_summary(data: GriddedData) -> dict[str, Any]:
