@@ -289,5 +289,11 @@ def print_scores(result: dict) -> None:
             for hours in result["leads_hours"]:
                 table.add_column(f"{hours:g}h", justify="right")
             for name, scores in result["models"].items():
-                table.add_row(name, *("-" if v is None else f"{v:.4g}" for v in scores[metric][var]))
+                table.add_row(
+                    name,
+                    *(
+                        "-" if v is None else f"{v:.3f}" if metric == "acc" else f"{v:.4g}"
+                        for v in scores[metric][var]
+                    ),
+                )
             console().print(table)
