@@ -70,35 +70,42 @@ def build_forecaster(config: TrainConfig, data: GriddedData) -> Forecaster:
     return Forecaster(net, channels, config.predict_change)
 
 
+def check_settings(config: TrainConfig, out: Path, resume: bool) -> None:
+    if config.loss not in ("mae", "mse"):
+        raise ReslabError(f"loss must be mae or mse, not {config.loss!r}", params=("loss",))
+    if config.unroll < 1 or (config.unroll > 1 and not config.rollout):
+        raise ReslabError("unroll must be 1, or more with rollout", params=("unroll", "rollout"))
+    if (out / "last.pt").exists() and not resume:
+        raise ReslabError(f"{str(out)!r} already holds a run; resume continues it", params=("resume",))
+
+
+def prepare(config: TrainConfig) -> tuple[GriddedData, Forecaster, Samples, Samples, int]:
+    """The data, the model (its change scale set), training and validation samples, and the model's
+    lead in data steps."""
+    data = load_data(config.data)
+    step = step_count(config, data)
+    lead, history = step * config.unroll, config.data.history
+    torch.manual_seed(config.seed)
+    model = build_forecaster(config, data)
+    model.change_scale.copy_(change_std(Samples(data.normalised("train"), history, step)))
+    train, val = (Samples(data.normalised(s), history, lead) for s in ("train", "val"))
+    if len(train) == 0 or len(val) == 0:
+        raise ReslabError(
+            f"the data is too short for history {history} and a {lead}-step lead", params=("lead_hours",)
+        )
+    val = Samples(
+        data.normalised("val"), history, lead, every=max(1, math.ceil(len(val) / config.val_samples))
+    )
+    return data, model, train, val, step
+
+
 def train_forecaster(
     config: TrainConfig, out: str | Path, resume: bool = False, console: Console | None = None
 ) -> Path:
     """Train and return the run directory; with resume, continue the run saved there."""
     out = Path(out)
-    if config.loss not in ("mae", "mse"):
-        raise ReslabError(f"loss must be mae or mse, not {config.loss!r}", params=("loss",))
-    if (out / "last.pt").exists() and not resume:
-        raise ReslabError(f"{str(out)!r} already holds a run; resume continues it", params=("resume",))
-    data = load_data(config.data)
-    if config.unroll < 1 or (config.unroll > 1 and not config.rollout):
-        raise ReslabError("unroll must be 1, or more with rollout", params=("unroll", "rollout"))
-    step = step_count(config, data)
-    lead = step * config.unroll
-    torch.manual_seed(config.seed)
-    model = build_forecaster(config, data)
-    model.change_scale.copy_(change_std(Samples(data.normalised("train"), config.data.history, step)))
-    train, val = (Samples(data.normalised(s), config.data.history, lead) for s in ("train", "val"))
-    if len(train) == 0 or len(val) == 0:
-        raise ReslabError(
-            f"the data is too short for history {config.data.history} and a {lead}-step lead",
-            params=("lead_hours",),
-        )
-    val = Samples(
-        data.normalised("val"),
-        config.data.history,
-        lead,
-        every=max(1, math.ceil(len(val) / config.val_samples)),
-    )
+    check_settings(config, out, resume)
+    data, model, train, val, step = prepare(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=config.plateau_factor, patience=config.plateau_patience
@@ -117,32 +124,33 @@ def train_forecaster(
         train_loss = run_epoch(model, train, optimizer, weights, config, step)
         val_loss = validation_loss(model, val, weights, config, step)
         plateau.step(val_loss)
-        state["epoch"] += 1
-        state["seconds"] += time.perf_counter() - started
-        improved = val_loss < state["best"]
-        state["best"], state["bad_epochs"] = (
-            (val_loss, 0) if improved else (state["best"], state["bad_epochs"] + 1)
-        )
-        row = {
-            "epoch": state["epoch"],
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "seconds": state["seconds"],
-        }
-        state["history"].append(row)
+        improved = record_epoch(state, train_loss, val_loss, optimizer.param_groups[0]["lr"], started)
         if improved:
-            atomic_write(
-                out / "best.pt",
-                lambda h: torch.save({"model": model.state_dict(), "epoch": state["epoch"]}, h),
-            )
+            best = {"model": model.state_dict(), "epoch": state["epoch"]}
+            atomic_write(out / "best.pt", lambda h, best=best: torch.save(best, h))
         save_training_state(out, model, optimizer, plateau, state)
-        mark = " *" if improved else ""
+        row = state["history"][-1]
         console.print(
-            f"{config.name} epoch {state['epoch']}: train {train_loss:.4f} val {val_loss:.4f} lr {row['lr']:.1e} {state['seconds']:.0f}s{mark}",
+            f"{config.name} epoch {row['epoch']}: train {train_loss:.4f} val {val_loss:.4f} "
+            f"lr {row['lr']:.1e} {row['seconds']:.0f}s{' *' if improved else ''}",
             highlight=False,
         )
     return out
+
+
+def record_epoch(
+    state: dict[str, Any], train_loss: float, val_loss: float, lr: float, started: float
+) -> bool:
+    """Count the epoch in `state` (history row, best loss, epochs without improvement); True if best."""
+    state["epoch"] += 1
+    state["seconds"] += time.perf_counter() - started
+    improved = val_loss < state["best"]
+    state["best"], state["bad_epochs"] = (
+        (val_loss, 0) if improved else (state["best"], state["bad_epochs"] + 1)
+    )
+    row = {"epoch": state["epoch"], "lr": lr, "train_loss": train_loss, "val_loss": val_loss}
+    state["history"].append({**row, "seconds": state["seconds"]})
+    return improved
 
 
 def change_std(train: Samples) -> torch.Tensor:
