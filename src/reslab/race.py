@@ -81,6 +81,7 @@ class RaceSettings:
     rounds: int = 4
     latency_iters: int = 50
     calibration_images: int = 64
+    compile: bool = True  # reslab's paths (the torch-compile peer always compiles)
 
     def check(self) -> None:
         if self.batch_size < 1 or self.iters < 1 or self.warmup < 0 or self.latency_iters < 0:
@@ -164,10 +165,10 @@ def _onnxruntime_peer(model: nn.Module, x: torch.Tensor, threads: int) -> Runner
 
 
 def _reslab_path(
-    model: nn.Module, x: torch.Tensor, path: str, calibration: torch.Tensor, backend: str
+    model: nn.Module, x: torch.Tensor, path: str, calibration: torch.Tensor, backend: str, compile: bool
 ) -> Runner:
     fast = optimize_for_inference(
-        model, x, precision=path, compile=True, calibration=calibration, backend=backend, device="cpu"
+        model, x, precision=path, compile=compile, calibration=calibration, backend=backend, device="cpu"
     )
     if fast.info.fallback_reason:
         raise RuntimeError(f"compile failed: {fast.info.fallback_reason}")
@@ -222,13 +223,22 @@ def _entries(
                 continue
             default = resolve_backend("auto")
             entries.append(
-                _Entry("reslab-int8", False, _reslab_builder(model, path, calibration, default), True)
+                _Entry(
+                    "reslab-int8",
+                    False,
+                    _reslab_builder(model, path, calibration, default, settings.compile),
+                    True,
+                )
             )
             if default != "torchao" and "torchao" in installed_backends():
-                build = _reslab_builder(model, path, calibration, "torchao")
+                build = _reslab_builder(model, path, calibration, "torchao", settings.compile)
                 entries.append(_Entry("reslab-int8-torchao", False, build, True))
             continue
-        entries.append(_Entry(f"reslab-{path}", False, _reslab_builder(model, path, calibration, "auto")))
+        entries.append(
+            _Entry(
+                f"reslab-{path}", False, _reslab_builder(model, path, calibration, "auto", settings.compile)
+            )
+        )
     for peer in settings.peers if settings.peers is not None else list(PEERS):
         missing = missing_packages(peer)
         if missing:
@@ -238,8 +248,8 @@ def _entries(
     return entries, skipped
 
 
-def _reslab_builder(model: nn.Module, path: str, calibration: torch.Tensor, backend: str):
-    return lambda x: _reslab_path(model, x, path, calibration, backend)
+def _reslab_builder(model: nn.Module, path: str, calibration: torch.Tensor, backend: str, compile: bool):
+    return lambda x: _reslab_path(model, x, path, calibration, backend, compile)
 
 
 def _peer_entries(peer: str, baseline: nn.Module, calibration: torch.Tensor, threads: int) -> list[_Entry]:

@@ -137,6 +137,7 @@ def run_race_cmd(args: argparse.Namespace) -> int:
         iters=args.iters,
         warmup=args.warmup,
         latency_iters=args.latency_iters,
+        compile=args.compile,
     )
     result = run_race(settings, log=lambda msg: out.print(f"[dim]{msg}[/dim]"))
     if args.save:
