@@ -126,3 +126,16 @@ def test_cli_eval_int8_on_the_checkpoints_data(digits_run, tmp_path, capsys):
     int8 = json.loads(capsys.readouterr().out)
     assert int8["precision"] == "int8" and int8["n"] == fp32["n"]
     assert abs(int8["accuracy"] - fp32["accuracy"]) <= 0.005
+
+
+def test_cli_predict_int8_calibrated_on_a_folder(digits_run, digit_folder, capsys):
+    """`reslab predict --precision int8 --calibration folder:DIR`: the classifier's path (predict and
+    serve) calibrates on image files read as the model's inputs, and agrees with fp32."""
+    folder, paths, _labels = digit_folder
+    args = ["predict", str(digits_run), str(folder), "--json", "--topk", "1"]
+    assert main([*args, "--precision", "fp32"]) == 0
+    fp32 = {row["path"]: row["top"][0]["index"] for row in json.loads(capsys.readouterr().out)}
+    assert main([*args, "--precision", "int8", "--calibration", f"folder:{folder}"]) == 0
+    int8 = {row["path"]: row["top"][0]["index"] for row in json.loads(capsys.readouterr().out)}
+    assert len(int8) == len(paths) and set(int8) == set(fp32)
+    assert sum(int8[p] == fp32[p] for p in fp32) >= len(paths) - 1
