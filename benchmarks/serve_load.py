@@ -90,7 +90,8 @@ def run_setting(checkpoint: Path, max_batch: int, images: list, args: argparse.N
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         url = re.search(r"on (http://127\.0\.0\.1:\d+)", server.stderr.readline()).group(1)
-        asyncio.run(load(url, images[:8], 8, 1, server.pid, args.timeout_s))  # warm-up
+        # Warm-up at full concurrency, so the batches' buffers exist before memory is first sampled.
+        asyncio.run(load(url, images, 4 * args.clients, args.clients, server.pid, args.timeout_s))
         return asyncio.run(load(url, images, args.requests, args.clients, server.pid, args.timeout_s))
     finally:
         server.terminate()

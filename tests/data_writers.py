@@ -144,3 +144,25 @@ def write_image(path: Path, array: np.ndarray) -> None:
     """Save an (H, W) or (H, W, 3) uint8 array as an image file (format from the extension)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
+
+
+def two_class_folder(
+    folder: Path, per_class: int = 70, size: int = 16, classes: tuple[int, int] = (0, 1)
+) -> Path:
+    """A small `folder:` data set: `per_class` digits of each of two classes, upscaled from 8x8 to `size`
+    (bilinear), as PNG class folders. The default gives 1 training step per epoch at batch 64."""
+    from PIL import Image
+
+    from reslab.data import load_data
+
+    digits = load_data("digits").train
+    for cls in classes:
+        target = folder / str(cls)
+        target.mkdir(parents=True, exist_ok=True)
+        chosen = (digits.labels == cls).nonzero().flatten()[:per_class]
+        for i in chosen.tolist():
+            picture = Image.fromarray(digits.images[i, 0].numpy(), mode="L").resize(
+                (size, size), Image.Resampling.BILINEAR
+            )
+            picture.save(target / f"{i:04d}.png")
+    return folder

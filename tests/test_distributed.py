@@ -37,6 +37,9 @@ WORKER = str(Path(__file__).with_name("ddp_worker.py"))
 # different order) cannot push a ReLU input across zero and fork the two runs.
 RUN = ["--model", "resnet8", "--batch-size", "512", "--epochs", "2", "--lr", "0.05", "--schedule", "cosine"]
 RUN += ["--precision", "fp32", "--device", "cpu", "--threads", "1"]
+# The BN-statistics comparisons below measure training's own running averages: precise BN off there
+# (it has its own test at the end).
+RUN += ["--precise-bn", "off"]
 
 
 def _free_port() -> int:
@@ -227,6 +230,7 @@ def one_process(tmp_path_factory):
         precision="fp32",
         device="cpu",
         threads=1,
+        precise_bn=0,
         quiet=True,
         out=tmp_path_factory.mktemp("ddp") / "one",
     )
@@ -313,3 +317,31 @@ def test_two_processes_without_sync_bn_train_with_per_rank_statistics_and_valida
     plain = eval_json(run / "last.pt", capfd)
     assert plain["n"] == 179
     assert read_metrics(run)[-1]["val_loss"] == pytest.approx(plain["loss"], rel=1e-5)
+
+
+def test_precise_bn_over_two_processes_averages_the_ranks_statistics(tmp_path, capfd) -> None:
+    # Per-rank BN, precise BN (auto: 2 steps an epoch): each rank averages its half of every batch, the
+    # ranks' averages are averaged. The first BN's means equal one process's over the whole batches
+    # (halves of equal size); deeper BNs see inputs normalised in train mode with half-batch statistics,
+    # so theirs differ a little (measured up to 1e-4); variances are means of half-batch variances.
+    from reslab.data import load_data
+    from reslab.precision import resolve_precision
+    from reslab.training.precise_bn import recompute_bn_statistics, statistics_batches
+
+    run = tmp_path / "precise"
+    flags = [word for word in RUN if word not in ("--precise-bn", "off")]
+    assert main(["train", "--nproc", "2", *flags, "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["precise_bn"] == 50
+    payload = load_checkpoint(run / "last.pt")
+    model = reslab.create_model("resnet8", in_chans=1, num_classes=10)
+    model.load_state_dict(payload["model"])
+    bundle = load_data("digits", seed=0)
+    fp32 = resolve_precision("fp32", torch.device("cpu"))
+    batches = statistics_batches(bundle, 512, fp32, seed=0, epoch=2, rank=0, world_size=1)
+    recompute_bn_statistics(model, batches, 50, fp32, lambda m: m.train())
+    for name, buffer in model.state_dict().items():
+        if name.endswith("running_mean"):
+            assert torch.allclose(payload["model"][name], buffer, rtol=1e-3, atol=1e-3), name
+        elif name.endswith("running_var"):
+            assert torch.allclose(payload["model"][name], buffer, rtol=0.05), name

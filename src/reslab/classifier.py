@@ -108,7 +108,7 @@ def load_classifier(
     """A checkpoint file or run folder, a weights name ("resnet50.IMAGENET1K_V2"), or with `weights` a
     model name and its weights ("resnet50", "DEFAULT"). precision None: a checkpoint's training precision,
     auto for pretrained weights."""
-    from .pretrained import split_weights_name
+    from .pretrained import is_weights_name, split_weights_name
 
     dev = resolve_device(device)
     if weights is not None:
@@ -116,7 +116,7 @@ def load_classifier(
     named = split_weights_name(str(source))
     if named is not None:
         return _from_weights(*named, dev, precision, fast)
-    if not Path(source).exists():
+    if not Path(source).exists() and is_weights_name(str(source)):  # a file's name: load_checkpoint says why
         raise ReslabError(
             f"{str(source)!r} is neither a checkpoint nor a weights name such as resnet50.IMAGENET1K_V2",
             params=("checkpoint",),

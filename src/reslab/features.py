@@ -8,36 +8,19 @@ gives num_features float32 numbers, ready for a linear probe, clustering or retr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from .atomic import atomic_write
-from .checkpoint import load_checkpoint, model_from_checkpoint
-from .data import normalise
-from .data.images import read_image, read_resized
+from .classifier import load_classifier
 from .data.inputs import find_images
 from .errors import ReslabError
-from .precision import resolve_device
 
 FEATURES_BATCH_SIZE = 64
-
-
-@dataclass
-class _Extractor:
-    """A model and how its input images are read: a checkpoint's data, or pretrained weights' transform."""
-
-    model: nn.Module
-    read: Callable[[Path], torch.Tensor]
-    mean: torch.Tensor
-    std: torch.Tensor
-    source: str
-    name: str
 
 
 def extract_features(
@@ -47,9 +30,9 @@ def extract_features(
     device: str = "auto",
     weights: str | None = None,
 ) -> dict[str, Any]:
-    """Pooled pre-logits features of image files and folders of them with a checkpoint's model, or, with
-    `weights` (a torchvision weights name such as "DEFAULT"), with model `checkpoint` ("resnet50") and
-    those weights, images read by the weights' eval transform.
+    """Pooled pre-logits features of image files, folders (recursively) and @lists with a checkpoint's
+    model, or with a weights name ("resnet50.IMAGENET1K_V2"), or with `weights` (a torchvision weights name
+    such as "DEFAULT") and model `checkpoint` ("resnet50"): images read by the weights' eval transform.
 
     Returns {"features": float32 array (N, num_features), "paths": list of N path strings,
     "checkpoint", "model", "num_features"}. Runs in fp32 under torch.inference_mode, batch_size
@@ -58,62 +41,23 @@ def extract_features(
         raise ReslabError(
             f"batch_size must be a positive integer, got {batch_size!r}", params=("batch_size",)
         )
+    classifier = load_classifier(checkpoint, weights=weights, device=device, precision="fp32", fast=False)
     paths = find_images(inputs)
-    dev = resolve_device(device)
-    source = _from_weights(str(checkpoint), weights) if weights is not None else _from_checkpoint(checkpoint)
-    model = source.model.to(dev).eval()
+    model = classifier.model
     chunks: list[np.ndarray] = []
     with torch.inference_mode():
         for start in range(0, len(paths), batch_size):
-            pixels = torch.stack([source.read(p) for p in paths[start : start + batch_size]])
-            x = normalise(pixels, source.mean, source.std).to(dev)
+            pixels = torch.stack([classifier.transform.read(p) for p in paths[start : start + batch_size]])
+            x = classifier.normalised(pixels)
             feats = model.forward_head(model.forward_features(x), pre_logits=True)
             chunks.append(feats.float().cpu().numpy())
     return {
         "features": np.concatenate(chunks).astype(np.float32, copy=False),
         "paths": [str(p) for p in paths],
-        "checkpoint": source.source,
-        "model": source.name,
+        "checkpoint": classifier.source,
+        "model": classifier.name,
         "num_features": int(model.num_features),
     }
-
-
-def _as_tensor(values: Sequence[float]) -> torch.Tensor:
-    return torch.tensor(list(values), dtype=torch.float32).view(1, -1, 1, 1)
-
-
-def _from_checkpoint(checkpoint: str | Path) -> _Extractor:
-    payload = load_checkpoint(checkpoint)
-    info = payload.get("data")
-    if not isinstance(info, dict) or not {"mean", "std", "in_chans", "image_size"} <= set(info):
-        raise ReslabError(f"checkpoint {payload['path']!r} does not say what data it expects")
-    in_chans, size = int(info["in_chans"]), tuple(info["image_size"])
-    model = model_from_checkpoint(payload)
-    return _Extractor(
-        model,
-        lambda path: read_image(path, in_chans, size),
-        _as_tensor(info["mean"]),
-        _as_tensor(info["std"]),
-        payload["path"],
-        payload.get("model_name", ""),
-    )
-
-
-def _from_weights(model_name: str, weights: str) -> _Extractor:
-    from .models import create_model
-    from .pretrained import require_weights_name
-
-    require_weights_name(weights)
-    model = create_model(model_name, weights=weights, num_classes=0)
-    cfg = model.pretrained_cfg
-    return _Extractor(
-        model,
-        lambda path: read_resized(path, cfg["resize_size"], cfg["crop_size"]),
-        _as_tensor(cfg["mean"]),
-        _as_tensor(cfg["std"]),
-        str(cfg["weights"]),
-        model_name,
-    )
 
 
 def save_features(path: str | Path, result: dict[str, Any]) -> Path:

@@ -58,6 +58,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "backbone_lr_scale": (lambda v: v >= 0 and math.isfinite(v), "must be zero or positive"),
     "decay_norm_and_bias": (lambda v: isinstance(v, bool), "must be True or False"),
     "ema": (lambda v: 0 <= v < 1, "must be in [0, 1) (0: off)"),
+    "precise_bn": (
+        lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+        "must be auto or a number of batches (0: off)",
+    ),
     "schedule": (lambda v: v in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
     "lr_scaling": (lambda v: v in LR_SCALING_RULES, f"must be one of {', '.join(LR_SCALING_RULES)}"),
 }
@@ -134,6 +138,9 @@ class TrainConfig:
     # imagenet recipes leave norm-layer parameters and biases undecayed.
     decay_norm_and_bias: bool = True
     ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off)
+    # Recompute BN statistics over this many training batches before each validation (0 = off; runs
+    # saved before the setting had none). "auto" in a recipe, resolved by resolve_recipe.
+    precise_bn: int | str = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

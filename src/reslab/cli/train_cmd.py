@@ -156,6 +156,22 @@ def _add_fine_tuning(p: argparse.ArgumentParser) -> None:
         help="validate, keep best.pt and test with an exponential moving average of the weights "
         "(e.g. 0.999; default 0: off)",
     )
+    p.add_argument(
+        "--precise-bn",
+        type=_precise_bn,
+        metavar="N|auto|off",
+        help="recompute BatchNorm statistics over N training batches before each validation (default "
+        "auto: on when an epoch has fewer than 50 steps)",
+    )
+
+
+def _precise_bn(text: str) -> int | str:
+    if text in ("auto", "off"):
+        return 0 if text == "off" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, off or a number of batches, got {text!r}") from None
 
 
 # The options that are training settings: TrainRequest's fields and the recipe overrides, by dest.

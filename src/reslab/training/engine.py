@@ -27,6 +27,7 @@ from ..split_metrics import evaluate_split
 from .distributed import DistContext, mark_quiet
 from .ema import WeightAverage
 from .finetune import set_train_mode
+from .precise_bn import recompute_bn_statistics, statistics_batches
 from .progress import RunProgress
 from .recipes import LRSchedule, make_optimizer, make_scheduler
 from .run_dir import write_metrics
@@ -224,6 +225,27 @@ class Trainer:
         # Every rank sees the same reduced loss and raises the same error; rank 0 reports it.
         raise mark_quiet(error) if not self.dist.is_main else error
 
+    def _precise_bn(self, epoch: int) -> None:
+        """The evaluated model's BN statistics, recomputed for its current weights (precise_bn.py)."""
+        batches = statistics_batches(
+            self.bundle,
+            self.config.batch_size,
+            self.precision,
+            self.run_config.seed,
+            epoch,
+            self.dist.rank,
+            self.dist.world_size,
+        )
+        recompute_bn_statistics(
+            self.eval_model,
+            batches,
+            int(self.config.precise_bn),
+            self.precision,
+            lambda module: set_train_mode(module, self.config.freeze),
+            reduce=self.dist.all_reduce_sum if self.dist.distributed else None,
+            world_size=self.dist.world_size,
+        )
+
     def fit(self, progress: RunProgress) -> FitState:
         # TensorBoard events (rank 0): closed at the end, also when an epoch raises.
         log = EpochLog(self.run_dir, self.state.epoch) if self.dist.is_main else None
@@ -269,6 +291,8 @@ class Trainer:
             self.dist.sync_buffers(self.model)
             if self.ema is not None:
                 self.dist.sync_buffers(self.ema.module)
+            if self.config.precise_bn:
+                self._precise_bn(epoch)
             val = evaluate_split(
                 self.eval_model,
                 self.dist.shard(self.bundle.val),
