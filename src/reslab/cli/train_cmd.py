@@ -161,7 +161,7 @@ def _add_fine_tuning(p: argparse.ArgumentParser) -> None:
         type=_precise_bn,
         metavar="N|auto|off",
         help="recompute BatchNorm statistics over N training batches before each validation (default "
-        "auto: on when an epoch has fewer than 50 steps)",
+        "auto: on when an epoch has fewer than 10 steps)",
     )
 
 

@@ -24,7 +24,7 @@ from ..precision import Precision
 
 # `auto` turns precise BN on when an epoch has fewer steps than this (see docs/training.md for the
 # measurement behind it), over up to AUTO_BATCHES batches (at most one pass over the training images).
-AUTO_BELOW_STEPS = 50
+AUTO_BELOW_STEPS = 10
 AUTO_BATCHES = 50
 
 
