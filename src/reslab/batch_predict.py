@@ -91,6 +91,8 @@ def iter_predictions(
 ) -> Iterator[dict[str, Any]]:
     """One row per path, in order (module docstring), computed a batch at a time."""
     settings.check()
+    if not paths:
+        return
     workers = (
         settings.workers if settings.workers is not None else default_workers(len(paths), settings.batch_size)
     )
