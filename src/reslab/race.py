@@ -3,15 +3,14 @@ instead, on the same model, weights, batch and threads, in one process, alternat
 
 reslab's paths: `optimize_for_inference` in fp32, bf16 (only where the CPU has fast bf16: AMX or
 AVX512-BF16; elsewhere bf16 matmul runs at a few GFLOP/s and the path is listed as skipped) and int8
-(the default backend; where that is OpenVINO and torchao is installed too, torchao's path is raced as
-well, as `reslab-int8-torchao`).
+(the default backend as `reslab-int8`, each other installed backend as `reslab-int8-<backend>`).
 
 Peers:
 - torch-compile: what a competent user writes by hand: eval, channels_last, autocast bf16 where the CPU
   has fast bf16 (else fp32), `torch.compile` with inductor freezing.
 - openvino: the model converted from `torch.export` and compiled for the CPU with OpenVINO's defaults
   (bf16 on AMX, fp32 elsewhere), and `openvino-int8`: the same quantized by NNCF's post-training
-  quantization on the same calibration images.
+  quantization with NNCF's defaults on the same calibration images.
 - onnxruntime: the ONNX export (torch.onnx dynamo exporter) in an ORT CPU session, all graph
   optimisations.
 
@@ -143,7 +142,7 @@ def _openvino_peer(model: nn.Module, x: torch.Tensor, threads: int) -> Runner:
 def _openvino_int8_peer(model: nn.Module, x: torch.Tensor, calibration: torch.Tensor, threads: int) -> Runner:
     from .quantize import openvino_quantize
 
-    return openvino_quantize(model, x, calibration, threads=threads)
+    return openvino_quantize(model, x, calibration, threads=threads, nncf_defaults=True)
 
 
 def _onnxruntime_peer(model: nn.Module, x: torch.Tensor, threads: int) -> Runner:
@@ -222,17 +221,12 @@ def _entries(
                 skipped["reslab-int8"] = "no int8 backend installed (pip install torchao or reslab[openvino])"
                 continue
             default = resolve_backend("auto")
-            entries.append(
-                _Entry(
-                    "reslab-int8",
-                    False,
-                    _reslab_builder(model, path, calibration, default, settings.compile),
-                    True,
-                )
-            )
-            if default != "torchao" and "torchao" in installed_backends():
-                build = _reslab_builder(model, path, calibration, "torchao", settings.compile)
-                entries.append(_Entry("reslab-int8-torchao", False, build, True))
+            build = _reslab_builder(model, path, calibration, default, settings.compile)
+            entries.append(_Entry("reslab-int8", False, build, True))
+            for other in installed_backends():
+                if other != default:  # every installed backend races, the default under the plain name
+                    build = _reslab_builder(model, path, calibration, other, settings.compile)
+                    entries.append(_Entry(f"reslab-int8-{other}", False, build, True))
             continue
         entries.append(
             _Entry(
