@@ -290,7 +290,36 @@ def test_folder_too_small_to_split(tmp_path: Path) -> None:
 def test_folder_test_class_unknown_to_training(tmp_path: Path) -> None:
     _two_classes(tmp_path / "train")
     write_image(tmp_path / "test" / "zebra" / "0.png", np.zeros((6, 6), dtype=np.uint8))
-    _fails(f"folder:{tmp_path}", "zebra", "not among the training classes")
+    _fails(
+        f"folder:{tmp_path}",
+        "its class folders differ from",
+        "it lacks a, b and has zebra, which train/ lacks",
+    )
+
+
+def test_folder_val_classes_must_be_trains(tmp_path: Path) -> None:
+    _two_classes(tmp_path / "train")
+    write_image(tmp_path / "val" / "a" / "0.png", np.zeros((6, 6), dtype=np.uint8))
+    _fails(f"folder:{tmp_path}", str(tmp_path / "val"), "its class folders differ from", "it lacks b")
+
+
+def test_folder_with_one_class(tmp_path: Path) -> None:
+    for i in range(10):
+        write_image(tmp_path / "cats" / f"{i}.png", np.full((6, 6), i, dtype=np.uint8))
+    _fails(f"folder:{tmp_path}", "has one class folder (cats); a classifier needs two or more")
+
+
+def test_folder_that_cannot_be_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _two_classes(tmp_path)
+    real = Path.iterdir
+
+    def refuse(self: Path):
+        if self == tmp_path:
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", refuse)  # the tests run as root, which chmod cannot stop
+    _fails(f"folder:{tmp_path}", f"cannot read the folder {tmp_path}: Permission denied")
 
 
 def test_folder_empty_test_folder(tmp_path: Path) -> None:

@@ -31,18 +31,24 @@ VAL_NAMES = ("val", "valid", "validation")
 
 
 def _visible_dirs(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:  # permissions, a vanished mount: one line, not a traceback
+        raise ReslabError(f"cannot read the folder {directory}: {exc.strerror or exc}") from None
 
 
 def scan_classes(directory: Path) -> dict[str, list[Path]]:
     """Class name -> sorted image files (by extension; hidden files skipped), for DIR's sub-folders."""
     classes = {}
     for class_dir in _visible_dirs(directory):
-        files = sorted(
-            p
-            for p in class_dir.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-        )
+        try:
+            files = sorted(
+                p
+                for p in class_dir.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+            )
+        except OSError as exc:
+            raise ReslabError(f"cannot read the folder {class_dir}: {exc.strerror or exc}") from None
         classes[class_dir.name] = files
     return classes
 
@@ -106,11 +112,27 @@ def _decode_all(paths: list[Path], in_chans: int, size: tuple[int, int]) -> torc
 def _check_nonempty(directory: Path, classes: dict[str, list[Path]]) -> None:
     if not classes:
         raise ReslabError(f"{directory} has no class sub-folders; folder:DIR needs DIR/<class>/<image files>")
+    if len(classes) == 1:
+        raise ReslabError(
+            f"{directory} has one class folder ({next(iter(classes))}); a classifier needs two or more"
+        )
     empty = [name for name, files in classes.items() if not files]
     if empty:
         raise ReslabError(
             f"class folder {directory / empty[0]} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})"
         )
+
+
+def _check_same_classes(split_dir: Path, classes: set[str], train_dir: Path, train_classes: set[str]) -> None:
+    if classes == train_classes or not classes:  # no class folders at all: "the split is empty" says it
+        return
+    missing, extra = sorted(train_classes - classes), sorted(classes - train_classes)
+    differences = ([f"lacks {', '.join(missing)}"] if missing else []) + (
+        [f"has {', '.join(extra)}, which {train_dir.name}/ lacks"] if extra else []
+    )
+    raise ReslabError(
+        f"{split_dir}: its class folders differ from {train_dir}'s: it {' and '.join(differences)}"
+    )
 
 
 def load_folder(directory: str | Path, seed: int, spec: str) -> DataBundle:
@@ -141,6 +163,7 @@ def load_folder(directory: str | Path, seed: int, spec: str) -> DataBundle:
         if split_dir is None:
             continue
         classes = scan_classes(split_dir)
+        _check_same_classes(split_dir, set(classes), train_dir, set(class_names))
         extra_files, extra_labels = _files_and_labels(classes, class_names, split_dir)
         parts[name] = list(range(len(files), len(files) + len(extra_files)))
         files += extra_files
