@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +127,9 @@ def test_simulate_train_evaluate_end_to_end(tmp_path: Path, capsys: pytest.Captu
     capsys.readouterr()
     # Reruns are free: the simulation's files are kept.
     assert main(sim) == 0
+
+
+def test_reslab_and_its_cli_do_not_import_xarray() -> None:
+    code = "import sys, reslab.cli; reslab.cli.build_parser(); print('xarray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
