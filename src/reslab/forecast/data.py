@@ -190,8 +190,8 @@ def contiguous(field: xr.DataArray, step: np.timedelta64) -> list[xr.DataArray]:
 
 def year_splits(field: xr.DataArray, config: DataConfig) -> dict[str, list[xr.DataArray]]:
     """One record split by year: the last year is test and the one before validation unless named."""
-    diffs = np.diff(field.time.values)
-    step = np.unique(diffs)[np.argmax(np.unique(diffs, return_counts=True)[1])] if len(diffs) else None
+    spacings, counts = np.unique(np.diff(field.time.values), return_counts=True)
+    step = spacings[np.argmax(counts)] if len(counts) else None  # the usual spacing; a gap cuts a segment
     year = field.time.dt.year.values
     years = np.unique(year)
     test = list(config.test_years or years[-1:])
