@@ -215,6 +215,12 @@ def test_train_starts_from_weights_by_name(offline, capsys, tmp_path):
     from reslab.checkpoint import load_checkpoint, run_config_of
 
     assert run_config_of(load_checkpoint(tmp_path / "run" / "best.pt")).model.pretrained == pretrained
+    # Inputs are normalised as the weights expect (ImageNet's statistics, averaged for 1 channel), not
+    # with the digits' own; eval and predict read them from the checkpoint.
+    imagenet_grey = (sum(R18.transforms().mean) / 3, sum(R18.transforms().std) / 3)
+    info = load_checkpoint(tmp_path / "run" / "best.pt")["data"]
+    assert (info["mean"][0], info["std"][0]) == pytest.approx(imagenet_grey)
+    assert config["data"]["info"]["mean"] == info["mean"]
 
 
 def test_features_of_pretrained_weights_by_name(cached, tmp_path, capsys):

@@ -118,6 +118,7 @@ def prepare_new(request: TrainRequest, ctx: DistContext) -> PreparedRun:
     model = _build_model(request.model, request.model_options, bundle, request.seed)
     if request.weights is not None:
         load_weights(model, request.weights, new_classifier=True)
+        bundle = _normalised_as_pretrained(bundle, model)
     config = RunConfig(
         model=ModelSettings(
             request.model,
@@ -149,7 +150,8 @@ def prepare_resumed(resume: Resume, ctx: DistContext) -> PreparedRun:
     device = ctx.device(resolve_device(stored.device.device))
     precision = resolve_precision(stored.precision.precision, device)
     download = resume.download or stored.data.download
-    bundle = load_data(stored.data.spec, seed=stored.seed, download=download).to(device)
+    bundle = _stored_statistics(load_data(stored.data.spec, seed=stored.seed, download=download), stored)
+    bundle = bundle.to(device)
     _set_threads(cpu_threads(resume.threads or stored.device.threads, bundle.image_size, device), device)
     model = _build_model(stored.model.name, stored.model.options, bundle, stored.seed)
     config = replace(
@@ -183,6 +185,24 @@ def _read_last_checkpoint(path: Path) -> dict[str, Any]:
             f"resume {str(path)!r}: it holds weights only, not a training state", params=("resume",)
         )
     return payload
+
+
+def _normalised_as_pretrained(bundle: DataBundle, model: ResNet) -> DataBundle:
+    """Starting from named torchvision weights, inputs are normalised with the weights' mean and std (the
+    statistics their first filters were trained on), not the data's; a checkpoint of reslab's carries
+    on with the data's own."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg is None:
+        return bundle
+    return replace(bundle, mean=tuple(float(v) for v in cfg["mean"]), std=tuple(float(v) for v in cfg["std"]))
+
+
+def _stored_statistics(bundle: DataBundle, stored: RunConfig) -> DataBundle:
+    """A resumed run normalises as it began (its data's statistics, or its pretrained weights')."""
+    info = stored.data.info
+    if not info.get("mean") or not info.get("std"):
+        return bundle
+    return replace(bundle, mean=tuple(info["mean"]), std=tuple(info["std"]))
 
 
 def _pretrained_metadata(model: ResNet) -> dict[str, Any] | None:
