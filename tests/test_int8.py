@@ -139,3 +139,25 @@ def test_cli_predict_int8_calibrated_on_a_folder(digits_run, digit_folder, capsy
     int8 = {row["path"]: row["top"][0]["index"] for row in json.loads(capsys.readouterr().out)}
     assert len(int8) == len(paths) and set(int8) == set(fp32)
     assert sum(int8[p] == fp32[p] for p in fp32) >= len(paths) - 1
+
+
+def test_pretrained_weights_need_a_calibration_folder(digits):
+    """Weights by name carry no training data: int8 asks for --calibration folder:DIR."""
+    from reslab.classifier import ImageClassifier
+    from reslab.data.eval_transform import EvalTransform
+    from reslab.quantize import classifier_calibration
+
+    model = digits[0]
+    classifier = ImageClassifier(
+        model=model,
+        transform=EvalTransform.fit(1, (8, 8)),
+        mean=(0.5,),
+        std=(0.5,),
+        class_names=[str(i) for i in range(10)],
+        precision=int8_precision(torch.device("cpu")),
+        device=torch.device("cpu"),
+        source="ResNet18_Weights.IMAGENET1K_V1",
+        name="resnet18",
+    )
+    with pytest.raises(ReslabError, match="--calibration folder:DIR"):
+        classifier_calibration(classifier)
