@@ -56,3 +56,12 @@ def test_against_report_and_errors(capsys):
     assert main(["benchmark", *TINY, "--against", "--mode", "train"]) == 2
     with pytest.raises(Exception, match="unknown path"):
         run_race(RaceSettings(model="resnet8", paths=["fp64"]))
+
+
+def test_plain_benchmark_runs_int8(capsys):
+    """`reslab benchmark --precision int8` (against plain PyTorch): calibrated on random inputs, speed only."""
+    pytest.importorskip("torchao", reason="int8 needs torchao (pip install reslab[int8])")
+    args = [*TINY, "--precision", "int8", "--no-compile", "--threads", "1"]
+    assert main(["benchmark", *args]) == 0
+    out = capsys.readouterr().out
+    assert "reslab (int8)" in out and "speedup" in out
