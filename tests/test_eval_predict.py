@@ -16,12 +16,9 @@ from reslab.data import load_data, normalise
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("evalrun") / "run"
-    reslab.train(
-        model="resnet8", epochs=3, batch_size=32, precision="fp32", device="cpu", quiet=True, out=out
-    )
-    return out
+def run(digits_run):
+    """The shared trained digits run (conftest.py): resnet8, 3 epochs, fp32."""
+    return digits_run
 
 
 @pytest.fixture(scope="module")
