@@ -64,7 +64,7 @@ class DynamicBatcher:
                 break
             try:
                 items.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                 break
         return items
 
