@@ -326,7 +326,8 @@ def test_precise_bn_over_two_processes_averages_the_ranks_statistics(tmp_path, c
     # so theirs differ a little (measured up to 1e-4); variances are means of half-batch variances.
     from reslab.data import load_data
     from reslab.precision import resolve_precision
-    from reslab.training.precise_bn import recompute_bn_statistics, statistics_batches
+    from reslab.training.engine import make_batches
+    from reslab.training.precise_bn import recompute_bn_statistics, statistics_generator
 
     run = tmp_path / "precise"
     flags = [word for word in RUN if word not in ("--precise-bn", "off")]
@@ -338,7 +339,8 @@ def test_precise_bn_over_two_processes_averages_the_ranks_statistics(tmp_path, c
     model.load_state_dict(payload["model"])
     bundle = load_data("digits", seed=0)
     fp32 = resolve_precision("fp32", torch.device("cpu"))
-    batches = statistics_batches(bundle, 512, fp32, seed=0, epoch=2, rank=0, world_size=1)
+    generator = statistics_generator(torch.device("cpu"), seed=0, epoch=2)
+    batches = make_batches(bundle, 512, fp32, generator, augment=False)
     recompute_bn_statistics(model, batches, 50, fp32, lambda m: m.train())
     for name, buffer in model.state_dict().items():
         if name.endswith("running_mean"):

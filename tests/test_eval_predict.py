@@ -12,7 +12,7 @@ from PIL import Image
 import reslab
 from reslab.checkpoint import load_checkpoint, model_from_checkpoint
 from reslab.cli import main
-from reslab.data import load_data, normalise
+from reslab.data import normalise
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +22,10 @@ def run(digits_run):
 
 
 @pytest.fixture(scope="module")
-def digit_pngs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pngs")
-    test = load_data("digits").test
-    paths, labels = [], []
-    for i in range(0, 40, 4):
-        path = folder / f"digit{i}.png"
-        Image.fromarray(test.images[i, 0].numpy(), mode="L").save(path)
-        paths.append(path)
-        labels.append(int(test.labels[i]))
-    return paths, labels
+def digit_pngs(digit_folder):
+    """Ten of the shared 8x8 digit PNGs (conftest.py) and their labels."""
+    _, paths, labels = digit_folder
+    return paths[::2], labels[::2]
 
 
 def test_evaluate_repeats_the_runs_test_result(run):

@@ -60,11 +60,13 @@ class ImageClassifier:
             self.model, example, self.precision, self.device, self.fast, workload or batch_size, calibration
         )
 
+    def __post_init__(self) -> None:
+        self._mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self._std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+
     def normalised(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) -> the float input the model was trained on, on its device."""
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-        x = normalise(pixels, mean, std).to(self.device)
+        x = normalise(pixels, self._mean, self._std).to(self.device)
         return x.contiguous(memory_format=torch.channels_last) if self.precision.channels_last else x
 
     def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from ..split_metrics import evaluate_split
 from .distributed import DistContext, mark_quiet
 from .ema import WeightAverage
 from .finetune import set_train_mode
-from .precise_bn import recompute_bn_statistics, statistics_batches
+from .precise_bn import recompute_bn_statistics, statistics_generator
 from .progress import RunProgress
 from .recipes import LRSchedule, make_optimizer, make_scheduler
 from .run_dir import write_metrics
@@ -56,15 +56,17 @@ def make_batches(
     rank: int = 0,
     world_size: int = 1,
     random_erase: float = 0.0,
+    augment: bool = True,
 ) -> DeviceBatches:
-    """batch_size is the global batch; with world_size > 1 each rank gets its slice of every batch."""
+    """Shuffled training batches; batch_size is the global batch; with world_size > 1 each rank gets its
+    slice of every batch. augment False: the images as inference sees them (precise BN statistics)."""
     return DeviceBatches(
         bundle.train,
         batch_size,
         bundle.mean,
         bundle.std,
         shuffle=True,
-        augment=True,
+        augment=augment,
         pad=bundle.pad,
         allow_flip=bundle.allow_flip,
         random_erase=random_erase,
@@ -227,14 +229,14 @@ class Trainer:
 
     def _precise_bn(self, epoch: int) -> None:
         """The evaluated model's BN statistics, recomputed for its current weights (precise_bn.py)."""
-        batches = statistics_batches(
+        batches = make_batches(
             self.bundle,
             self.config.batch_size,
             self.precision,
-            self.run_config.seed,
-            epoch,
+            statistics_generator(self.device, self.run_config.seed, epoch),
             self.dist.rank,
             self.dist.world_size,
+            augment=False,
         )
         recompute_bn_statistics(
             self.eval_model,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..data import DataBundle, DeviceBatches
+from ..data import DeviceBatches
 from ..precision import Precision
 
 # `auto` turns precise BN on when an epoch has fewer steps than this (see docs/training.md for the
@@ -82,27 +82,7 @@ def recompute_bn_statistics(
     return used
 
 
-def statistics_batches(
-    bundle: DataBundle,
-    batch_size: int,
-    precision: Precision,
-    seed: int,
-    epoch: int,
-    rank: int,
-    world_size: int,
-) -> DeviceBatches:
-    """Un-augmented training batches in an order of their own (seed, epoch): the training generator
-    is not touched."""
-    generator = torch.Generator(device=bundle.train.images.device).manual_seed(seed * 1_000_003 + epoch)
-    return DeviceBatches(
-        bundle.train,
-        batch_size,
-        bundle.mean,
-        bundle.std,
-        shuffle=True,
-        drop_last=len(bundle.train) >= batch_size,
-        generator=generator,
-        channels_last=precision.channels_last,
-        rank=rank,
-        world_size=world_size,
-    )
+def statistics_generator(device: torch.device, seed: int, epoch: int) -> torch.Generator:
+    """The order of the statistics batches of `epoch`: a generator of their own, so the training
+    generator (and with it the training stream and resume) is not touched."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
