@@ -354,8 +354,13 @@ def test_cli_prints_one_line_and_exits_2(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_folder_too_large_for_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forced into memory: one line that says to stream it. Left to auto: it is streamed."""
     import reslab.data.folder as folder
+    from reslab.data.options import DataOptions
 
     _two_classes(tmp_path)
-    monkeypatch.setattr(folder, "_physical_memory", lambda: 1000)  # 20 images of 6x6 need 720 B, twice
-    _fails(f"folder:{tmp_path}", "20 images of 1x6x6", "fit in memory")
+    monkeypatch.setattr(folder, "_physical_memory", lambda: 1000)  # 14 training images of 6x6: 504 B, twice
+    _fails(
+        f"folder:{tmp_path}", "14 images of 1x6x6", "--data-mode stream", options=DataOptions(mode="memory")
+    )
+    assert load_data(f"folder:{tmp_path}").streamed

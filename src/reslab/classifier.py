@@ -135,7 +135,7 @@ def _from_checkpoint(
     info = payload["data"]
     return ImageClassifier(
         model=model,
-        transform=EvalTransform.fit(info["in_chans"], info["image_size"]),
+        transform=EvalTransform.of_data_info(info),
         mean=tuple(float(v) for v in info["mean"]),
         std=tuple(float(v) for v in info["std"]),
         class_names=[str(c) for c in info["class_names"]],

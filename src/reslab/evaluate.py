@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint, model_from_checkpoint, run_config_of
-from .data import load_data
+from .data import DataBundle, load_data
+from .data.options import DataOptions
 from .errors import ReslabError
 from .precision import Precision, resolve_device, resolve_inference_precision
 from .run_config import RunConfig
@@ -55,6 +56,21 @@ def trained_seed(payload: dict[str, Any]) -> int:
     """The split seed the checkpoint's run used (0 without a readable run config)."""
     trained = _trained_with(payload)
     return trained.seed if trained is not None else 0
+
+
+def checkpoint_data(
+    payload: dict[str, Any], spec: str | None = None, download: bool = False, mode: str | None = None
+) -> DataBundle:
+    """`spec` (None: the checkpoint's own data) prepared as the checkpoint's run prepared its data: the
+    same split seed, image size, training crop (which decides the evaluation transform) and, for its own
+    data, the same memory or stream mode (`mode` replaces it)."""
+    trained = _trained_with(payload)
+    options = DataOptions()
+    if trained is not None:
+        own = spec is None or spec == trained.data.spec
+        stored_mode = trained.data.mode if own else "auto"
+        options = DataOptions(trained.data.image_size, mode or stored_mode, trained.train.crop)
+    return load_data(spec or payload["data"]["spec"], trained_seed(payload), download, options)
 
 
 def inference_model(
@@ -100,14 +116,12 @@ def evaluate(
     payload, model = checkpoint_and_model(checkpoint, dev)
     prec = checkpoint_precision(payload, precision, dev)
     info = payload["data"]
-    trained = _trained_with(payload)
-    seed = trained.seed if trained is not None else 0
     spec = data or info["spec"]
-    bundle = load_data(spec, seed=seed, download=download)
+    bundle = checkpoint_data(payload, spec, download)
     _check_fits(spec, bundle.in_chans, bundle.image_size, bundle.num_classes, info)
     images = bundle.split(split).to(dev)
     n = len(images)
-    example = torch.zeros((max(1, min(n, EVAL_BATCH_SIZE)), *images.images.shape[1:]), device=dev)
+    example = torch.zeros((max(1, min(n, EVAL_BATCH_SIZE)), bundle.in_chans, *bundle.image_size), device=dev)
     calib = None
     if prec.name == "int8":
         from .quantize import eval_calibration
@@ -115,7 +129,17 @@ def evaluate(
         calib = eval_calibration(calibration, payload, bundle if spec == info["spec"] else None)
     model = inference_model(model, example, prec, dev, fast, workload=n, calibration=calib)
     mean, std = tuple(info["mean"]), tuple(info["std"])
-    result = evaluate_split(model, images, mean, std, prec, bundle.num_classes, batch_size=EVAL_BATCH_SIZE)
+    result = evaluate_split(
+        model,
+        images,
+        mean,
+        std,
+        prec,
+        bundle.num_classes,
+        batch_size=EVAL_BATCH_SIZE,
+        transform=bundle.evaluation,
+        device=dev,
+    )
     return {
         "checkpoint": payload["path"],
         "model": payload["model_name"],

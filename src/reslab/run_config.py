@@ -22,6 +22,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from .data.crops import CROPS
+from .data.options import DATA_MODES
 from .errors import ReslabError
 from .models.config import ResNetConfig
 
@@ -62,6 +64,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
         "must be auto or a number of batches (0: off)",
     ),
+    "crop": (lambda v: v in CROPS, f"must be one of {', '.join(CROPS)}"),
     "schedule": (lambda v: v in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
     "lr_scaling": (lambda v: v in LR_SCALING_RULES, f"must be one of {', '.join(LR_SCALING_RULES)}"),
 }
@@ -141,6 +144,9 @@ class TrainConfig:
     # Recompute BN statistics over this many training batches before each validation (0 = off; runs
     # saved before the setting had none). "auto" in a recipe, resolved by resolve_recipe.
     precise_bn: int | str = 0
+    # The training crop (data/crops.py): pad-and-crop, random-resized (the imagenet recipe) or the
+    # paper's scale augmentation. It also decides how validation and test images are read.
+    crop: str = "pad"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -205,6 +211,12 @@ class TrainRequest:
     weights: str | None = None
     download: bool = False
     sync_bn: bool = False
+    # Data preparation (reslab.data.options / stream): the square side the model sees, memory or
+    # stream for folders, DataLoader workers and whether an undecodable streamed image stops the run.
+    image_size: int | None = None
+    data_mode: str | None = None  # None: auto
+    workers: int | None = None
+    strict_data: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -224,6 +236,15 @@ class TrainRequest:
         if self.precision not in PRECISIONS:
             raise ReslabError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         check_setting("threads", self.threads)
+        if self.image_size is not None and self.image_size < 1:
+            raise ReslabError(f"image_size must be at least 1, got {self.image_size}", params=("image_size",))
+        if self.data_mode is not None and self.data_mode not in DATA_MODES:
+            raise ReslabError(
+                f"unknown data_mode {self.data_mode!r}; choose one of {', '.join(DATA_MODES)}",
+                params=("data_mode",),
+            )
+        if self.workers is not None and self.workers < 0:
+            raise ReslabError(f"workers must be zero or more, got {self.workers}", params=("workers",))
         if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
             raise ReslabError(
                 f"out {self.out!r} is a file; give a folder for the run directory", params=("out",)
@@ -288,6 +309,10 @@ class DataSettings:
     spec: str
     info: dict[str, Any]  # DataBundle.info(): classes, channels, size, mean/std, split sizes
     download: bool = False
+    image_size: int | None = None  # as asked (None: the data's own)
+    mode: str = "memory"  # resolved: memory or stream
+    workers: int = 0  # DataLoader workers of a streamed set
+    strict: bool = False  # an undecodable streamed image stops the run
 
 
 @dataclass(frozen=True)

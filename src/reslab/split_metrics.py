@@ -1,4 +1,5 @@
-"""Evaluate a model on a split held on the device: loss, error, per-class accuracy, confusion matrix."""
+"""Evaluate a model on a split (held on the device, or streamed): loss, error, per-class accuracy,
+confusion matrix."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import DeviceBatches, Split
+from .data import AnySplit
+from .data.eval_transform import EvalTransform
+from .data.loaders import Batches, evaluation_batches
+from .data.stream import StreamSettings
 from .precision import Precision
 
 
 def evaluate_split(
     model: nn.Module,
-    split: Split,
+    split: AnySplit,
     mean: tuple[float, ...],
     std: tuple[float, ...],
     precision: Precision,
@@ -23,15 +27,44 @@ def evaluate_split(
     batch_size: int = 500,
     confusion: bool = True,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    transform: EvalTransform | None = None,
+    device: torch.device | None = None,
+    stream: StreamSettings | None = None,
 ) -> dict[str, Any]:
     """One pass over `split` in eval mode; one host sync at the end. Errors are fractions.
-    reduce: sums the loss and the confusion counts in place over processes (each evaluated its shard)."""
+    reduce: sums the loss and the confusion counts in place over processes (each evaluated its shard).
+    A streamed split is read with `transform` on `device` (stream: its workers)."""
+    batches = evaluation_batches(
+        split,
+        batch_size,
+        mean,
+        std,
+        transform=transform,
+        device=device,
+        channels_last=precision.channels_last,
+        stream=stream,
+    )
+    device = device or split.images.device
+    return evaluate_batches(
+        model, batches, device, precision, num_classes, confusion=confusion, reduce=reduce
+    )
+
+
+def evaluate_batches(
+    model: nn.Module,
+    batches: Batches,
+    device: torch.device,
+    precision: Precision,
+    num_classes: int,
+    *,
+    confusion: bool = True,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """evaluate_split over batches already made (a run keeps its streamed validation workers)."""
     was_training = model.training
     model.eval()
-    device = split.images.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     counts = torch.zeros(num_classes * num_classes, device=device, dtype=torch.int64)
-    batches = DeviceBatches(split, batch_size, mean, std, channels_last=precision.channels_last)
     try:
         with torch.inference_mode(), precision.autocast():
             for x, y in batches:

@@ -7,6 +7,8 @@ import os
 import sys
 from dataclasses import fields
 
+from ..data.crops import CROPS
+from ..data.options import DATA_MODES
 from ..errors import error_line
 from ..run_config import (
     FREEZE_POINTS,
@@ -26,12 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a model (default: resnet20 on the bundled digits)",
         description="Train a model; writes config.json, metrics.jsonl, metrics.csv, TensorBoard events, "
         "test.json, last.pt, best.pt and curves.png to the run directory. Unset numbers come from the recipe. --resume continues a run with "
-        "its own settings: only --quiet, --threads, --download and --nproc may come with it.",
+        "its own settings: only --quiet, --threads, --download, --workers, --strict-data and --nproc may come "
+        "with it.",
     )
     # In --help order: what to train and how, where it runs, then several processes and regularisation.
     _add_model_data_and_recipe(p)
     _add_run_options(p)
     _add_processes_and_regularisation(p)
+    _add_data_reading(p)
     p.set_defaults(func=run_train)
 
 
@@ -162,6 +166,40 @@ def _add_fine_tuning(p: argparse.ArgumentParser) -> None:
         metavar="N|auto|off",
         help="recompute BatchNorm statistics over N training batches before each validation (default "
         "auto: on when an epoch has fewer than 10 steps)",
+    )
+
+
+def _add_data_reading(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--image-size",
+        type=int,
+        metavar="S",
+        help="train on S x S images (every data source; default: the data's own size)",
+    )
+    p.add_argument(
+        "--crop",
+        choices=CROPS,
+        help="training crop: pad (pad-and-crop, default), random-resized (RandomResizedCrop 8-100%%, "
+        "the imagenet recipe's) or scale (the ResNet paper's shorter side in [256, 480], crop 224, "
+        "scaled to S); box crops evaluate on the centre S of images resized to S / 0.875",
+    )
+    p.add_argument(
+        "--data-mode",
+        choices=DATA_MODES,
+        help="folder:DIR in memory or streamed by DataLoader workers; default auto: in memory when the "
+        "decoded images take at most 1/8 of this machine's memory",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="DataLoader worker processes of a streamed folder (default: the cores left after training)",
+    )
+    p.add_argument(
+        "--strict-data",
+        action="store_true",
+        default=None,
+        help="stop at an image of a streamed folder that cannot be decoded (default: skip and count it)",
     )
 
 

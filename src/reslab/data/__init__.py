@@ -1,7 +1,7 @@
-"""Data: spec strings -> in-memory uint8 data sets -> device batches."""
+"""Data: spec strings -> data sets (in memory, or files streamed) -> batches on the device."""
 
 from .batches import DeviceBatches, normalise
-from .bundle import DataBundle, Split
+from .bundle import AnySplit, DataBundle, FileSplit, Split
 from .sources import load_data
 
-__all__ = ["DataBundle", "DeviceBatches", "Split", "load_data", "normalise"]
+__all__ = ["AnySplit", "DataBundle", "DeviceBatches", "FileSplit", "Split", "load_data", "normalise"]

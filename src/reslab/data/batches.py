@@ -8,13 +8,22 @@ from collections.abc import Iterator
 import torch
 
 from .bundle import Split
+from .crops import crop_resize_batch
 
 
 def normalise(
     images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float, (x / 255 - mean) / std; mean and std shaped (1, C, 1, 1)."""
+    """uint8 (or float in [0, 255]) (N, C, H, W) -> float, (x / 255 - mean) / std; mean and std shaped
+    (1, C, 1, 1). A float input of `dtype` is normalised in place."""
     return images.to(dtype).div_(255).sub_(mean).div_(std)
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[lo, hi) of rank's contiguous share of n items, the way torch.tensor_split cuts them."""
+    base, extra = divmod(n, world_size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
 
 
 def random_crop(
@@ -99,8 +108,9 @@ class DeviceBatches:
 
     shuffle/augment use `generator` (on the split's device), so a seeded run is repeatable and its
     state can be checkpointed. Labels stay int64 on the device; nothing synchronises with the host.
-    augment: pad-and-crop by `pad`, a horizontal flip where `allow_flip`, and random erasing with
-    probability `random_erase` (0 = off).
+    augment: the training crop (`crop`: pad-and-crop by `pad`, or a random-resized/scale box resized
+    back to the image size, data/crops.py), a horizontal flip where `allow_flip`, and random erasing
+    with probability `random_erase` (0 = off).
 
     rank/world_size (distributed training): `batch_size` stays the GLOBAL batch. Every rank draws the same
     permutation and the same augmentation numbers for each global batch (same seed, same generator) and
@@ -120,6 +130,7 @@ class DeviceBatches:
         pad: int = 0,
         allow_flip: bool = False,
         random_erase: float = 0.0,
+        crop: str = "pad",
         drop_last: bool = False,
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
@@ -140,6 +151,7 @@ class DeviceBatches:
         self.pad = pad
         self.allow_flip = allow_flip
         self.random_erase = random_erase
+        self.crop = crop
         self.drop_last = drop_last
         self.generator = generator
         self.dtype = dtype
@@ -168,14 +180,14 @@ class DeviceBatches:
                 break
             part = None
             if self.world_size > 1:
-                n = len(idx)
-                base, extra = divmod(n, self.world_size)
-                lo = self.rank * base + min(self.rank, extra)
-                hi = lo + base + (1 if self.rank < extra else 0)
-                idx, part = idx[lo:hi], (lo, hi, n)
+                lo, hi = shard_bounds(len(idx), self.rank, self.world_size)
+                idx, part = idx[lo:hi], (lo, hi, len(idx))
             images = self.split.images[idx]
             if self.augment:
-                images = random_crop(images, self.pad, self.generator, part)
+                if self.crop == "pad":
+                    images = random_crop(images, self.pad, self.generator, part)
+                else:
+                    images = crop_resize_batch(images, self.crop, self.generator, part)
                 if self.allow_flip:
                     images = random_flip(images, self.generator, part)
             x = normalise(images, self.mean, self.std, self.dtype)

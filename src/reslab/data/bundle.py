@@ -1,13 +1,16 @@
-"""A data set held in memory: uint8 images (N, C, H, W) and int64 labels, split into train/val/test."""
+"""A data set, split into train/val/test: held in memory (`Split`: uint8 images (N, C, H, W) and int64
+labels) or, for image folders too big for that, as files read while training (`FileSplit`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import ReslabError
+from .eval_transform import EvalTransform
 
 
 @dataclass
@@ -30,6 +33,48 @@ class Split:
     def to(self, device: torch.device | str) -> Split:
         return Split(self.images.to(device), self.labels.to(device))
 
+    def __getitem__(self, part: slice) -> Split:
+        return Split(self.images[part], self.labels[part])
+
+    @property
+    def in_chans(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.images.shape[2], self.images.shape[3])
+
+
+@dataclass
+class FileSplit:
+    """Image files and their labels, decoded batch by batch (data/stream.py). `paths` is a numpy string
+    array, not a list: DataLoader workers read it without touching Python objects' reference counts,
+    so their copy-on-write memory stays shared however big the folder is. in_chans and image_size are
+    what the model sees."""
+
+    paths: np.ndarray
+    labels: torch.Tensor
+    in_chans: int
+    image_size: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        self.paths = np.asarray(self.paths, dtype=str)
+        self.labels = torch.as_tensor(self.labels, dtype=torch.long)
+        if self.labels.shape != (len(self.paths),):
+            raise ValueError("labels must be one int per file")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def to(self, device: torch.device | str) -> FileSplit:
+        return self  # files stay where they are; batches go to the device
+
+    def __getitem__(self, part: slice) -> FileSplit:
+        return FileSplit(self.paths[part], self.labels[part], self.in_chans, self.image_size)
+
+
+AnySplit = Split | FileSplit
+
 
 @dataclass
 class DataBundle:
@@ -41,26 +86,39 @@ class DataBundle:
     """
 
     spec: str
-    train: Split
-    val: Split
-    test: Split
+    train: AnySplit
+    val: AnySplit
+    test: AnySplit
     class_names: list[str]
     allow_flip: bool
     pad: int
     mean: tuple[float, ...] = field(default=())
     std: tuple[float, ...] = field(default=())
+    # How val/test (and eval/predict) read an image; None: EvalTransform.fit at image_size.
+    eval_transform: EvalTransform | None = None
 
     def __post_init__(self) -> None:
         if not self.mean or not self.std:
+            if isinstance(self.train, FileSplit):
+                raise ValueError("a streamed data set needs its mean and std measured (stream.sample_stats)")
             self.mean, self.std = channel_stats(self.train.images)
 
     @property
+    def streamed(self) -> bool:
+        return isinstance(self.train, FileSplit)
+
+    @property
     def in_chans(self) -> int:
-        return self.train.images.shape[1]
+        return self.train.in_chans
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return (self.train.images.shape[2], self.train.images.shape[3])
+        return self.train.image_size
+
+    @property
+    def evaluation(self) -> EvalTransform:
+        """How an image file is read for evaluation and prediction."""
+        return self.eval_transform or EvalTransform.fit(self.in_chans, self.image_size)
 
     @property
     def num_classes(self) -> int:
@@ -87,6 +145,8 @@ class DataBundle:
             "allow_flip": self.allow_flip,
             "pad": self.pad,
             "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "mode": "stream" if self.streamed else "memory",
+            "eval_transform": self.evaluation.to_dict(),
         }
 
 

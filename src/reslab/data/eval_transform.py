@@ -19,6 +19,9 @@ import torch
 
 from .images import read_image, read_resized
 
+# The centre crop's share of the resized shorter side in evaluation (224 of 256).
+CROP_FRACTION = 0.875
+
 
 @dataclass(frozen=True)
 class EvalTransform:
@@ -31,8 +34,28 @@ class EvalTransform:
         return cls(int(in_chans), (int(size[0]), int(size[1])))
 
     @classmethod
-    def resize_crop(cls, resize_size: int, crop_size: int) -> EvalTransform:
-        return cls(3, (int(crop_size), int(crop_size)), int(resize_size))
+    def resize_crop(cls, resize_size: int, crop_size: int, in_chans: int = 3) -> EvalTransform:
+        return cls(int(in_chans), (int(crop_size), int(crop_size)), int(resize_size))
+
+    @classmethod
+    def centre_crop(cls, in_chans: int, size: int) -> EvalTransform:
+        """The evaluation transform of a run trained on random-resized crops of side `size`: the shorter
+        side resized to size / 0.875, then the centre size x size (torchvision's reference scripts)."""
+        return cls.resize_crop(round(size / CROP_FRACTION), size, in_chans)
+
+    @classmethod
+    def of_data_info(cls, info: dict[str, Any]) -> EvalTransform:
+        """The transform a checkpoint's data info records (older checkpoints: fit at its image size)."""
+        if info.get("eval_transform"):
+            return cls.from_dict(info["eval_transform"])
+        return cls.fit(info["in_chans"], info["image_size"])
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalTransform:
+        """What to_dict wrote (a checkpoint's data info)."""
+        if data.get("rule") == "resize_crop":
+            return cls.resize_crop(data["resize_size"], data["size"][0], data.get("in_chans", 3))
+        return cls.fit(data["in_chans"], data["size"])
 
     def read(self, path: str | Path) -> torch.Tensor:
         """The image file at `path`, transformed; an undecodable one is a ReslabError naming it."""
@@ -45,7 +68,7 @@ class EvalTransform:
     def _read(self, path: Path, source: io.BytesIO | None) -> torch.Tensor:
         if self.resize_size is None:
             return read_image(path, self.in_chans, self.size, source)
-        return read_resized(path, self.resize_size, self.size[0], source)
+        return read_resized(path, self.resize_size, self.size[0], source, self.in_chans)
 
     def to_dict(self) -> dict[str, Any]:
         rule = "fit" if self.resize_size is None else "resize_crop"

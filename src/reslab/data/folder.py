@@ -1,30 +1,44 @@
-"""`folder:DIR`: one sub-folder per class, holding image files (nested folders included), decoded once
-into one uint8 tensor; the set must fit in memory.
+"""`folder:DIR`: one sub-folder per class, holding image files (nested folders included), either decoded
+once into uint8 tensors (memory) or decoded batch by batch by DataLoader workers (stream, data/stream.py).
+DataOptions.mode chooses; auto keeps the folder in memory when its decoded images take at most
+MEMORY_SHARE of physical memory.
 
 Splits: if DIR has a `train/` folder, its class folders are the training set, and `val/` (or `valid/`,
 `validation/`) and `test/` are used when present; a missing `val/` is 10% of `train/`, a missing `test/` is
 20% of `train/` (per class, seeded). Without a `train/` folder, DIR's class folders are split 70% train /
 10% val / 20% test, per class and seeded.
 
-Channels: grayscale (1) if every image is grayscale, else RGB (3). Size: the most common size of the
-training images (ties: the larger area); other images are resized to it keeping their aspect ratio and
-centre-cropped (see images.py). Flips are allowed (photos of objects); pad is 1/8 of the shorter side
-(4 for 32x32, as in the paper).
+Channels: grayscale (1) if every image is grayscale, else RGB (3). Size: --image-size S, else the most
+common size of the training images (ties: the larger area); other images are resized to it keeping their
+aspect ratio and centre-cropped (see images.py). A folder that may be streamed surveys a sample of
+SURVEY_SAMPLE training images for both. Validation and test images are read with the evaluation
+transform (DataOptions.evaluation). Flips are allowed (photos of objects); pad is 1/8 of the shorter
+side (4 for 32x32, as in the paper).
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..errors import ReslabError
-from .bundle import DataBundle, Split, stratified_split
-from .images import IMAGE_EXTENSIONS, decode, is_gray, open_image
+from .bundle import DataBundle, FileSplit, Split, stratified_split
+from .eval_transform import EvalTransform
+from .images import IMAGE_EXTENSIONS, is_gray, open_image
+from .options import DATA_MODES, DataOptions
+from .stream import sample_stats
 
+# auto mode keeps a folder in memory when its decoded images take at most this share of physical memory.
+MEMORY_SHARE = 1 / 8
+# Images whose headers are read to choose channels and size when the folder may be streamed, and images
+# decoded to measure a streamed set's mean and std.
+SURVEY_SAMPLE = 2000
+STATS_SAMPLE = 500
 VAL_FRACTION = 0.1
 TEST_FRACTION = 0.2
 VAL_NAMES = ("val", "valid", "validation")
@@ -92,21 +106,33 @@ def _physical_memory() -> int | None:
         return None
 
 
-def _decode_all(paths: list[Path], in_chans: int, size: tuple[int, int]) -> torch.Tensor:
-    needed = len(paths) * in_chans * size[0] * size[1]
+def choose_mode(mode: str, decoded_bytes: int) -> str:
+    """auto: in memory when the decoded set takes at most MEMORY_SHARE of this machine's memory (it is
+    faster: no decoding after the first pass), else streamed."""
+    if mode not in DATA_MODES:
+        raise ReslabError(f"unknown data mode {mode!r}; choose one of {', '.join(DATA_MODES)}")
+    if mode != "auto":
+        return mode
+    memory = _physical_memory()
+    return "memory" if memory is None or decoded_bytes <= memory * MEMORY_SHARE else "stream"
+
+
+def _decode_all(
+    paths: list[Path], read: Callable[[Path], torch.Tensor], shape: tuple[int, int, int]
+) -> torch.Tensor:
+    needed = len(paths) * shape[0] * shape[1] * shape[2]
     memory = _physical_memory()
     # The set is held twice while the splits are cut out of it; refuse rather than be killed by the OOM killer.
     if memory is not None and 2 * needed > memory // 2:
         raise ReslabError(
-            f"{len(paths)} images of {in_chans}x{size[0]}x{size[1]} need {needed / 2**30:.1f} GiB as one "
-            f"uint8 tensor, too much for this machine's {memory / 2**30:.0f} GiB; folder data sets must fit "
-            "in memory (resize the images smaller first)"
+            f"{len(paths)} images of {shape[0]}x{shape[1]}x{shape[2]} need {needed / 2**30:.1f} GiB as one "
+            f"uint8 tensor, too much for this machine's {memory / 2**30:.0f} GiB; stream the folder "
+            "instead (--data-mode stream)"
         )
-    images = np.empty((len(paths), in_chans, *size), dtype=np.uint8)
+    images = torch.empty((len(paths), *shape), dtype=torch.uint8)
     for i, path in enumerate(paths):
-        with open_image(path) as image:
-            images[i] = decode(image, path, in_chans, size)
-    return torch.from_numpy(images)
+        images[i] = read(path)
+    return images
 
 
 def _check_nonempty(directory: Path, classes: dict[str, list[Path]]) -> None:
@@ -135,7 +161,10 @@ def _check_same_classes(split_dir: Path, classes: set[str], train_dir: Path, tra
     )
 
 
-def load_folder(directory: str | Path, seed: int, spec: str) -> DataBundle:
+def load_folder(
+    directory: str | Path, seed: int, spec: str, options: DataOptions | None = None
+) -> DataBundle:
+    options = options or DataOptions()
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise ReslabError(f"data directory {directory} does not exist (spec {spec!r})")
@@ -174,21 +203,40 @@ def load_folder(directory: str | Path, seed: int, spec: str) -> DataBundle:
                 f"{directory}: the {name} split is empty; add images (a few per class at least) or "
                 f"give {name}/ its own folder"
             )
-    sizes, gray = _survey(files)
-    size = _most_common([sizes[i] for i in parts["train"]])
-    images = _decode_all(files, 1 if gray else 3, size)
+    in_chans, native = _survey_train(files, parts["train"], options, seed)
+    size = options.size(native)
+    evaluation = options.evaluation(in_chans, size)
+    mode = choose_mode(options.mode, len(files) * in_chans * size[0] * size[1])
+    if mode == "memory" and options.mode == "auto" and len(parts["train"]) > SURVEY_SAMPLE:
+        in_chans, native = _survey_train(files, parts["train"], replace(options, mode="memory"), seed)
+        size = options.size(native)
+        evaluation = options.evaluation(in_chans, size)
     label_tensor = torch.tensor(labels, dtype=torch.long)
+    common = dict(spec=spec, class_names=class_names, allow_flip=True, pad=max(1, min(size) // 8))
+    if mode == "stream":
+        splits = {
+            name: FileSplit([str(files[i]) for i in idx], label_tensor[idx], in_chans, size)
+            for name, idx in parts.items()
+        }
+        mean, std = sample_stats(splits["train"], EvalTransform.fit(in_chans, size), STATS_SAMPLE, seed)
+        return DataBundle(**splits, **common, mean=mean, std=std, eval_transform=evaluation)
+    reads = {"train": EvalTransform.fit(in_chans, size), "val": evaluation, "test": evaluation}
+    splits = {
+        name: Split(
+            _decode_all([files[i] for i in idx], reads[name].read, (in_chans, *size)), label_tensor[idx]
+        )
+        for name, idx in parts.items()
+    }
+    return DataBundle(**splits, **common, eval_transform=evaluation)
 
-    def take(name: str) -> Split:
-        idx = torch.tensor(parts[name], dtype=torch.long)
-        return Split(images[idx], label_tensor[idx])
 
-    return DataBundle(
-        spec=spec,
-        train=take("train"),
-        val=take("val"),
-        test=take("test"),
-        class_names=class_names,
-        allow_flip=True,
-        pad=max(1, min(size) // 8),
-    )
+def _survey_train(
+    files: list[Path], train: list[int], options: DataOptions, seed: int
+) -> tuple[int, tuple[int, int]]:
+    """Channels (1 if every surveyed image is grayscale) and the most common size of the training images:
+    all of them for an in-memory set, a seeded sample of SURVEY_SAMPLE when it may be streamed."""
+    if options.mode != "memory" and len(train) > SURVEY_SAMPLE:
+        generator = torch.Generator().manual_seed(seed)
+        train = [train[i] for i in torch.randperm(len(train), generator=generator)[:SURVEY_SAMPLE]]
+    sizes, gray = _survey([files[i] for i in train])
+    return (1 if gray else 3), _most_common(sizes)

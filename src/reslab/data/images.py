@@ -56,8 +56,9 @@ def is_gray(image: Image.Image) -> bool:
     return False
 
 
-def decode(image: Image.Image, path: Path, in_chans: int, size: tuple[int, int]) -> np.ndarray:
-    """Decode an opened image to uint8 (C, H, W) with `in_chans` channels (1 or 3) and size (H, W)."""
+def converted(image: Image.Image, path: Path, in_chans: int) -> Image.Image:
+    """An opened image decoded, turned upright (EXIF) and converted to L (in_chans 1) or RGB (3):
+    16-bit greys keep their top byte, transparent pixels go on white."""
     if in_chans not in (1, 3):
         raise ReslabError(f"images can be read with 1 or 3 channels, not {in_chans}")
     try:
@@ -71,18 +72,31 @@ def decode(image: Image.Image, path: Path, in_chans: int, size: tuple[int, int])
             rgba = image.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             image = Image.alpha_composite(background, rgba)
-        image = image.convert("L" if in_chans == 1 else "RGB")
-        height, width = size
+        return image.convert("L" if in_chans == 1 else "RGB")
+    except _DECODE_ERRORS as e:
+        raise _damaged(path, e) from None
+
+
+def _damaged(path: Path, error: BaseException) -> ReslabError:
+    return ReslabError(f"cannot decode image {path}: {quote(error)}; the file is damaged or not an image")
+
+
+def as_array(image: Image.Image) -> np.ndarray:
+    """An L or RGB image as uint8 (C, H, W)."""
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def decode(image: Image.Image, path: Path, in_chans: int, size: tuple[int, int]) -> np.ndarray:
+    """Decode an opened image to uint8 (C, H, W) with `in_chans` channels (1 or 3) and size (H, W)."""
+    image = converted(image, path, in_chans)
+    height, width = size
+    try:
         if image.size != (width, height):
             image = ImageOps.fit(image, (width, height), method=Image.Resampling.BILINEAR)
-        array = np.asarray(image, dtype=np.uint8)
+        return as_array(image)
     except _DECODE_ERRORS as e:
-        raise ReslabError(
-            f"cannot decode image {path}: {quote(e)}; the file is damaged or not an image"
-        ) from None
-    if array.ndim == 2:
-        return array[None]
-    return array.transpose(2, 0, 1)
+        raise _damaged(path, e) from None
 
 
 def _checked_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -106,9 +120,13 @@ def read_image(
 
 
 def read_resized(
-    path: str | Path, resize_size: int, crop_size: int, source: BinaryIO | None = None
+    path: str | Path,
+    resize_size: int,
+    crop_size: int,
+    source: BinaryIO | None = None,
+    in_chans: int = 3,
 ) -> torch.Tensor:
-    """An image file (or `source`, a binary stream named `path`) as RGB uint8 (3, crop, crop), as
+    """An image file (or `source`, a binary stream named `path`) as uint8 (in_chans, crop, crop), as
     torchvision's ImageClassification eval transform prepares it: shorter side resized to resize_size
     (bilinear, antialiased), then the centre crop."""
     path = Path(path)
@@ -121,7 +139,7 @@ def read_resized(
         short, long = min(width, height), max(width, height)
         size_long = int(resize_size * long / short)
         size = (resize_size, size_long) if height <= width else (size_long, resize_size)
-        array = decode(image, path, 3, size)  # the aspect ratio kept: a resize, no crop
+        array = decode(image, path, in_chans, size)  # the aspect ratio kept: a resize, no crop
     pixels = torch.from_numpy(array.copy())
     top = int(round((size[0] - crop_size) / 2.0))
     left = int(round((size[1] - crop_size) / 2.0))

@@ -18,7 +18,7 @@ from ..run_config import RunConfig, TrainRequest
 from ..settings_file import settings_from_file
 from ..split_metrics import evaluate_split
 from .distributed import DistContext, Reporter, session, wrap_ddp
-from .engine import FitState, Trainer
+from .engine import FitState, Trainer, stream_settings
 from .progress import RunProgress
 from .setup import PreparedRun, Resume, prepare_new, prepare_resumed, resume_request
 
@@ -171,6 +171,9 @@ def _test_once(prepared: PreparedRun, run_dir: Path, ctx: DistContext) -> dict[s
         prepared.precision,
         bundle.num_classes,
         reduce=ctx.all_reduce_sum if ctx.distributed else None,
+        transform=bundle.evaluation,
+        device=prepared.device,
+        stream=stream_settings(prepared.config),
     )
     result.pop("confusion")
     return {**result, "best_epoch": best["epoch"]}

@@ -27,7 +27,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..data import Split
+from ..data import AnySplit
+from ..data.batches import shard_bounds
 from ..errors import DivergedError, ReslabError, error_line
 from ..run_config import DistributedSettings
 
@@ -114,12 +115,12 @@ class DistContext:
             for buffer in model.buffers():
                 dist.broadcast(buffer, src=0)
 
-    def shard(self, split: Split) -> Split:
+    def shard(self, split: AnySplit) -> AnySplit:
         """This rank's contiguous part of a split (for evaluation; sizes differ by at most one)."""
         if not self.distributed:
             return split
         lo, hi = shard_bounds(len(split), self.rank, self.world_size)
-        return Split(split.images[lo:hi], split.labels[lo:hi])
+        return split[lo:hi]
 
     # -- failures ----------------------------------------------------------------------------------
     def on_main(self, fn: Callable[[], T]) -> T:
@@ -177,13 +178,6 @@ def _picklable(obj: object) -> bool:
     except Exception:  # noqa: BLE001
         return False
     return True
-
-
-def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
-    """[lo, hi) of rank's contiguous share of n items, the way torch.tensor_split cuts them."""
-    base, extra = divmod(n, world_size)
-    lo = rank * base + min(rank, extra)
-    return lo, lo + base + (1 if rank < extra else 0)
 
 
 def per_rank_batch(global_batch: int, world_size: int) -> int:

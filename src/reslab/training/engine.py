@@ -10,6 +10,7 @@ uninterrupted run exactly.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +20,13 @@ import torch
 from torch import nn
 
 from ..checkpoint import model_payload, save_checkpoint
-from ..data import DataBundle, DeviceBatches
+from ..data import DataBundle
+from ..data.loaders import Batches, evaluation_batches, training_batches
+from ..data.stream import StreamSettings
 from ..errors import DivergedError, ReslabError
 from ..precision import Precision
 from ..run_config import RunConfig
-from ..split_metrics import evaluate_split
+from ..split_metrics import evaluate_batches
 from .distributed import DistContext, mark_quiet
 from .ema import WeightAverage
 from .finetune import set_train_mode
@@ -36,6 +39,9 @@ from .tb_log import EpochLog
 
 # Host syncs (loss/error read-outs, NaN checks) per epoch, besides the one at its end.
 READS_PER_EPOCH = 4
+EVAL_BATCH_SIZE = 500
+# Undecodable files named in an epoch's warning line (the count covers all of them).
+NAMED_SKIPS = 3
 
 
 @dataclass
@@ -57,25 +63,27 @@ def make_batches(
     world_size: int = 1,
     random_erase: float = 0.0,
     augment: bool = True,
-) -> DeviceBatches:
+    crop: str = "pad",
+    stream: StreamSettings | None = None,
+) -> Batches:
     """Shuffled training batches; batch_size is the global batch; with world_size > 1 each rank gets its
     slice of every batch. augment False: the images as inference sees them (precise BN statistics)."""
-    return DeviceBatches(
-        bundle.train,
+    return training_batches(
+        bundle,
         batch_size,
-        bundle.mean,
-        bundle.std,
-        shuffle=True,
-        augment=augment,
-        pad=bundle.pad,
-        allow_flip=bundle.allow_flip,
-        random_erase=random_erase,
-        drop_last=len(bundle.train) >= batch_size,
         generator=generator,
+        crop=crop,
+        augment=augment,
+        random_erase=random_erase,
         channels_last=precision.channels_last,
+        stream=stream,
         rank=rank,
         world_size=world_size,
     )
+
+
+def stream_settings(run_config: RunConfig) -> StreamSettings:
+    return StreamSettings(workers=run_config.data.workers, strict=run_config.data.strict)
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -126,6 +134,19 @@ class Trainer:
             self.dist.rank,
             self.dist.world_size,
             random_erase=config.random_erase,
+            crop=config.crop,
+            stream=stream_settings(run_config),
+        )
+        # Made once: a streamed validation set keeps its workers from epoch to epoch.
+        self.val_batches = evaluation_batches(
+            self.dist.shard(bundle.val),
+            EVAL_BATCH_SIZE,
+            bundle.mean,
+            bundle.std,
+            transform=bundle.evaluation,
+            device=device,
+            channels_last=precision.channels_last,
+            stream=stream_settings(run_config),
         )
         self.steps_per_epoch = len(self.batches)
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
@@ -237,6 +258,7 @@ class Trainer:
             self.dist.rank,
             self.dist.world_size,
             augment=False,
+            stream=stream_settings(self.run_config),
         )
         recompute_bn_statistics(
             self.eval_model,
@@ -247,6 +269,23 @@ class Trainer:
             reduce=self.dist.all_reduce_sum if self.dist.distributed else None,
             world_size=self.dist.world_size,
         )
+
+    def _report_skipped(self, epoch: int) -> None:
+        """One warning line per epoch for streamed images that could not be decoded (and were left out)."""
+        if not self.bundle.streamed:
+            return
+        skipped = [*getattr(self.batches, "skipped", []), *getattr(self.val_batches, "skipped", [])]
+        count = torch.tensor(len(skipped), dtype=torch.int64, device=self.device)
+        if self.dist.distributed:
+            self.dist.all_reduce_sum(count)
+        if int(count) and self.dist.is_main:
+            named = ", ".join(skipped[:NAMED_SKIPS]) + (", ..." if len(skipped) > NAMED_SKIPS else "")
+            print(
+                f"warning: epoch {epoch}: skipped {int(count)} image(s) that could not be decoded ({named}); "
+                "--strict-data stops instead",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def fit(self, progress: RunProgress) -> FitState:
         # TensorBoard events (rank 0): closed at the end, also when an epoch raises.
@@ -295,16 +334,16 @@ class Trainer:
                 self.dist.sync_buffers(self.ema.module)
             if self.config.precise_bn:
                 self._precise_bn(epoch)
-            val = evaluate_split(
+            val = evaluate_batches(
                 self.eval_model,
-                self.dist.shard(self.bundle.val),
-                self.bundle.mean,
-                self.bundle.std,
+                self.val_batches,
+                self.device,
                 self.precision,
                 self.bundle.num_classes,
                 confusion=False,
                 reduce=self.dist.all_reduce_sum if self.dist.distributed else None,
             )
+            self._report_skipped(epoch)
             self._check_finite(val["loss"], f"validation after epoch {epoch}")
             s.epoch = epoch
             row = {

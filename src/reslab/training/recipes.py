@@ -4,7 +4,8 @@ default   fast to a strong result on small bundled data (SGD + Nesterov, one-cyc
 paper     He et al. 2016's CIFAR recipe exactly, counted in iterations: lr 0.1, /10 at 32k and 48k, stop at
           64k, batch 128, momentum 0.9, wd 1e-4; ResNet-110 and deeper warm up at 0.01 for 400 iterations.
 imagenet  the paper's ImageNet optimiser and schedule: SGD 0.9, wd 1e-4, lr 0.1 per 256 images, /10 every 30
-          epochs, 90 epochs. Not its augmentation: the data's own pad-and-crop + flip applies.
+          epochs, 90 epochs, with torchvision's random-resized crop + flip (crop="scale": the paper's own
+          scale augmentation) and evaluation on the centre crop of images resized to S / 0.875.
 
 A schedule is a pure function of the iteration (`LRSchedule.lr_at(step)`), so resuming at any step gives the
 same learning rate as the uninterrupted run.
@@ -29,6 +30,7 @@ __all__ = ["RECIPES", "SCHEDULES", "LRSchedule", "TrainConfig", "resolve_recipe"
 # The default recipe's run is at least this many steps: on a small folder (a few hundred images, 2-3
 # steps an epoch) 30 epochs are too few steps to learn (docs/training.md, "Small data").
 DEFAULT_MIN_STEPS = 500
+IMAGENET_CROP = "random-resized"
 
 
 def _default_recipe(model_depth: int, train_size: int) -> TrainConfig:
@@ -97,12 +99,17 @@ def _imagenet_recipe(model_depth: int, train_size: int) -> TrainConfig:
         nesterov=False,
         milestones=(30 / 90, 60 / 90),
         gamma=0.1,
-        # The optimiser and schedule only: augmentation is the data set's own (pad-and-crop + flip on
-        # the device, recorded in data_info), not the paper's scale augmentation or random-resized-crop.
         decay_norm_and_bias=False,
         precise_bn="auto",
+        crop=IMAGENET_CROP,
         extra={"lr_per_256_images": 0.1},
     )
+
+
+def recipe_crop(recipe: str, overrides: dict[str, Any]) -> str:
+    """The training crop a request will train with (the data is prepared for it before the recipe is
+    resolved, which needs the training set's size)."""
+    return overrides.get("crop") or (IMAGENET_CROP if recipe == "imagenet" else "pad")
 
 
 BUILDERS = {"default": _default_recipe, "paper": _paper_recipe, "imagenet": _imagenet_recipe}

@@ -15,6 +15,8 @@ import torch
 
 from ..checkpoint import load_checkpoint, run_config_of
 from ..data import DataBundle, load_data
+from ..data.options import DataOptions
+from ..data.stream import default_workers
 from ..errors import ReslabError
 from ..host_memory import host_allocator_tuned, tune_host_allocator
 from ..models import ResNet, create_model
@@ -33,11 +35,11 @@ from ..run_config import (
 from ..weights import load_weights
 from .distributed import DistContext, convert_sync_batchnorm, distributed_settings
 from .finetune import freeze
-from .recipes import resolve_recipe, steps_per_epoch
+from .recipes import recipe_crop, resolve_recipe, steps_per_epoch
 from .run_dir import default_run_dir
 
 # What may come with a resume: these change only speed and where data comes from, not what is trained.
-RESUME_SETTINGS = ("threads", "download")
+RESUME_SETTINGS = ("threads", "download", "workers", "strict_data")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class Resume:
     path: Path
     threads: int | None = None
     download: bool = False
+    workers: int | None = None
+    strict_data: bool = False
 
     def __post_init__(self) -> None:
         check_setting("threads", self.threads)
@@ -82,7 +86,13 @@ def resume_request(resume: str | Path, settings: dict[str, Any]) -> Resume:
             f"{', '.join(refused)} (to train with other settings, start a new run, e.g. with weights)",
             params=("resume", *refused, "weights"),
         )
-    return Resume(Path(resume), settings.get("threads"), bool(settings.get("download")))
+    return Resume(
+        Path(resume),
+        settings.get("threads"),
+        bool(settings.get("download")),
+        settings.get("workers"),
+        bool(settings.get("strict_data")),
+    )
 
 
 def _unset(value: Any) -> bool:
@@ -104,7 +114,9 @@ def prepare_new(request: TrainRequest, ctx: DistContext) -> PreparedRun:
     depth = resolve_config(request.model).depth  # unknown names fail before any data is read
     device = ctx.device(resolve_device(request.device))
     precision = resolve_precision(request.precision, device)
-    bundle = load_data(request.data, seed=request.seed, download=request.download).to(device)
+    crop = recipe_crop(request.recipe, request.overrides)
+    options = DataOptions(request.image_size, request.data_mode or "auto", crop)
+    bundle = load_data(request.data, request.seed, request.download, options).to(device)
     train = resolve_recipe(
         request.recipe, model_depth=depth, train_size=len(bundle.train), **request.overrides
     )
@@ -128,7 +140,15 @@ def prepare_new(request: TrainRequest, ctx: DistContext) -> PreparedRun:
             request.compile,
             _pretrained_metadata(model),
         ),
-        data=DataSettings(request.data, bundle.info(), request.download),
+        data=DataSettings(
+            request.data,
+            bundle.info(),
+            request.download,
+            request.image_size,
+            bundle.info()["mode"],
+            default_workers(ctx.world_size) if request.workers is None else request.workers,
+            request.strict_data,
+        ),
         train=train,
         precision=PrecisionSettings(precision.name, precision.channels_last),
         device=DeviceSettings(str(device), torch.get_num_threads()),
@@ -150,12 +170,19 @@ def prepare_resumed(resume: Resume, ctx: DistContext) -> PreparedRun:
     device = ctx.device(resolve_device(stored.device.device))
     precision = resolve_precision(stored.precision.precision, device)
     download = resume.download or stored.data.download
-    bundle = _stored_statistics(load_data(stored.data.spec, seed=stored.seed, download=download), stored)
+    options = DataOptions(stored.data.image_size, stored.data.mode, stored.train.crop)
+    bundle = _stored_statistics(load_data(stored.data.spec, stored.seed, download, options), stored)
     bundle = bundle.to(device)
     _set_threads(cpu_threads(resume.threads or stored.device.threads, bundle.image_size, device), device)
     model = _build_model(stored.model.name, stored.model.options, bundle, stored.seed)
+    data = replace(
+        stored.data,
+        workers=stored.data.workers if resume.workers is None else resume.workers,
+        strict=resume.strict_data or stored.data.strict,
+    )
     config = replace(
         stored,
+        data=data,
         run_dir=str(Path(payload["path"]).parent),
         distributed=distributed_settings(ctx, stored.train.batch_size, stored.distributed.sync_bn),
     )
