@@ -93,4 +93,6 @@ def evaluate_batches(
     }
     if confusion:
         result["confusion"] = matrix.tolist()
+    if getattr(batches, "skipped", None):  # a streamed split's undecodable files, left out of n
+        result["skipped"] = list(batches.skipped)
     return result

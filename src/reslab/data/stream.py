@@ -225,3 +225,13 @@ def sample_stats(split: FileSplit, read: EvalTransform, count: int, seed: int) -
     if not images:
         raise ReslabError(f"none of {len(chosen)} sampled training images could be decoded")
     return channel_stats(torch.stack(images))
+
+
+# Undecodable files named in a warning line (the count covers all of them).
+NAMED_SKIPS = 3
+
+
+def skipped_line(where: str, count: int, names: list[str]) -> str:
+    """The one warning line for images of a streamed pass that could not be decoded and were left out."""
+    named = ", ".join(names[:NAMED_SKIPS]) + (", ..." if len(names) > NAMED_SKIPS else "")
+    return f"warning: {where}: skipped {count} image(s) that could not be decoded ({named}); --strict-data stops instead"

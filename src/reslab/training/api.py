@@ -12,6 +12,7 @@ from rich.console import Console
 
 from ..atomic import write_json
 from ..checkpoint import load_checkpoint
+from ..data.stream import skipped_line
 from ..errors import ReslabError
 from ..plots import plot_curves
 from ..run_config import RunConfig, TrainRequest
@@ -176,6 +177,9 @@ def _test_once(prepared: PreparedRun, run_dir: Path, ctx: DistContext) -> dict[s
         stream=stream_settings(prepared.config),
     )
     result.pop("confusion")
+    skipped = result.pop("skipped", [])
+    if skipped and ctx.is_main:  # rank 0's shard only: the test set is not worth a gather
+        print(skipped_line("test", len(skipped), skipped), file=sys.stderr, flush=True)
     return {**result, "best_epoch": best["epoch"]}
 
 

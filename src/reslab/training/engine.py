@@ -22,7 +22,7 @@ from torch import nn
 from ..checkpoint import model_payload, save_checkpoint
 from ..data import DataBundle
 from ..data.loaders import Batches, evaluation_batches, training_batches
-from ..data.stream import StreamSettings
+from ..data.stream import StreamSettings, skipped_line
 from ..errors import DivergedError, ReslabError
 from ..precision import Precision
 from ..run_config import RunConfig
@@ -40,8 +40,6 @@ from .tb_log import EpochLog
 # Host syncs (loss/error read-outs, NaN checks) per epoch, besides the one at its end.
 READS_PER_EPOCH = 4
 EVAL_BATCH_SIZE = 500
-# Undecodable files named in an epoch's warning line (the count covers all of them).
-NAMED_SKIPS = 3
 
 
 @dataclass
@@ -279,13 +277,7 @@ class Trainer:
         if self.dist.distributed:
             self.dist.all_reduce_sum(count)
         if int(count) and self.dist.is_main:
-            named = ", ".join(skipped[:NAMED_SKIPS]) + (", ..." if len(skipped) > NAMED_SKIPS else "")
-            print(
-                f"warning: epoch {epoch}: skipped {int(count)} image(s) that could not be decoded ({named}); "
-                "--strict-data stops instead",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(skipped_line(f"epoch {epoch}", int(count), skipped), file=sys.stderr, flush=True)
 
     def fit(self, progress: RunProgress) -> FitState:
         # TensorBoard events (rank 0): closed at the end, also when an epoch raises.
