@@ -121,20 +121,24 @@ def _unshare_activations(gm: torch.fx.GraphModule) -> None:
             node.meta["source_fn_stack"] = [(node.name, match)]
 
 
-def torchao_quantize(model: nn.Module, example: torch.Tensor, calibration: torch.Tensor) -> nn.Module:
+def torchao_quantize(
+    model: nn.Module, example: torch.Tensor, calibration: torch.Tensor, dynamic_shapes: Any = None
+) -> nn.Module:
     """The converted (reference-quantized) graph module of a BN-folded `model`; static batch size
-    example.shape[0]. Run it under torch.compile with freezing to get int8 kernels."""
+    example.shape[0] unless `dynamic_shapes` (torch.export's) says otherwise. Run it under torch.compile
+    with freezing to get int8 kernels."""
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
     from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     with torch.no_grad():
-        gm = torch.export.export(model, (example,)).module()
+        gm = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes).module()
         _unshare_activations(gm)
         quantizer = xiq.X86InductorQuantizer()
         quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
         prepared = prepare_pt2e(gm, quantizer)
-        for batch in calibration_batches(calibration, example.shape[0]):
+        size = example.shape[0] if dynamic_shapes is None else max(example.shape[0], 32)
+        for batch in calibration_batches(calibration, size):
             prepared(batch)
         converted = convert_pt2e(prepared)
     move_exported_model_to_eval(converted)

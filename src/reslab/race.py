@@ -12,7 +12,9 @@ Peers:
   (bf16 on AMX, fp32 elsewhere), and `openvino-int8`: the same quantized by NNCF's post-training
   quantization with NNCF's defaults on the same calibration images.
 - onnxruntime: the ONNX export (torch.onnx dynamo exporter) in an ORT CPU session, all graph
-  optimisations.
+  optimisations, and `onnxruntime-int8`: the same export quantized by ORT's `quantize_static` (QDQ, as
+  `reslab export --precision int8` writes it: reslab.export.int8.quantize_onnx) on the same calibration
+  images.
 
 A peer whose package is not installed is skipped and listed as skipped, with why. The model has random
 weights and the inputs and int8 calibration images are random normal: this measures speed only (int8's
@@ -145,22 +147,44 @@ def _openvino_int8_peer(model: nn.Module, x: torch.Tensor, calibration: torch.Te
     return openvino_quantize(model, x, calibration, threads=threads, nncf_defaults=True)
 
 
-def _onnxruntime_peer(model: nn.Module, x: torch.Tensor, threads: int) -> Runner:
-    import onnxruntime as ort
-
-    from .export.formats import _quiet
+def _onnx_program(model: nn.Module, x: torch.Tensor):  # torch.onnx.ONNXProgram
+    from .export.formats import INPUT_NAME, _quiet
 
     with _quiet():
-        program = torch.onnx.export(model, (x,), None, dynamo=True, verbose=False)
+        return torch.onnx.export(model, (x,), None, dynamo=True, verbose=False, input_names=[INPUT_NAME])
+
+
+def _ort_runner(model_bytes: bytes, threads: int) -> Runner:
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(
-        program.model_proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda batch: session.run(None, {name: batch.numpy()})
+
+
+def _onnxruntime_peer(model: nn.Module, x: torch.Tensor, threads: int) -> Runner:
+    return _ort_runner(_onnx_program(model, x).model_proto.SerializeToString(), threads)
+
+
+def _onnxruntime_int8_peer(
+    model: nn.Module, x: torch.Tensor, calibration: torch.Tensor, threads: int
+) -> Runner:
+    """What an ORT user picks for int8: the export, quantize_static'd (QDQ), in the same session setup."""
+    import tempfile
+    from pathlib import Path
+
+    from .export.int8 import quantize_onnx
+    from .quantize import calibration_batches
+
+    with tempfile.TemporaryDirectory(prefix="reslab-race-") as folder:
+        fp32, int8 = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
+        _onnx_program(model, x).save(str(fp32), external_data=False)
+        quantize_onnx(fp32, int8, calibration_batches(calibration, x.shape[0]))
+        return _ort_runner(int8.read_bytes(), threads)
 
 
 def _reslab_path(
@@ -272,7 +296,15 @@ def _peer_entries(peer: str, baseline: nn.Module, calibration: torch.Tensor, thr
                 "openvino-int8", True, lambda x: _openvino_int8_peer(baseline, x, calibration, threads), True
             ),
         ]
-    return [_Entry(peer, True, lambda x: _onnxruntime_peer(baseline, x, threads))]
+    return [
+        _Entry(peer, True, lambda x: _onnxruntime_peer(baseline, x, threads)),
+        _Entry(
+            "onnxruntime-int8",
+            True,
+            lambda x: _onnxruntime_int8_peer(baseline, x, calibration, threads),
+            True,
+        ),
+    ]
 
 
 def run_race(settings: RaceSettings, log: Callable[[str], None] | None = None) -> dict[str, object]:

@@ -7,7 +7,18 @@ import argparse
 import json
 import sys
 
-from ..export import ALL_FORMATS, DEFAULT_ATOL, DEFAULT_OPSET, DEFAULT_RTOL, export_checkpoint
+from ..errors import ReslabError
+from ..export import (
+    ALL_FORMATS,
+    DEFAULT_ATOL,
+    DEFAULT_MIN_AGREEMENT,
+    DEFAULT_OPSET,
+    DEFAULT_RTOL,
+    PRECISIONS,
+    export_checkpoint,
+)
+from ..export.core import ExportReport
+from .int8_options import add_calibration_argument
 from .output import console
 
 
@@ -19,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Export a checkpoint, then verify the file: load it as a server would (ONNX Runtime, "
         "torch.jit.load, torch.export.load, safetensors load_file into a fresh model built from its "
         "config.json), run it on real images from the checkpoint's data and compare with the PyTorch fp32 "
-        "model. Exit 1 if the check fails (the file is then not written).",
+        "model. --precision int8 quantizes (onnx: ONNX Runtime QDQ; exported-program: torchao PT2E) and "
+        "checks top-1 agreement with fp32 on the test split instead. Exit 1 if the check fails (the file is "
+        "then not written).",
     )
     parser.add_argument("checkpoint", help="a checkpoint file or a run directory (best.pt, else last.pt)")
     parser.add_argument(
@@ -42,18 +55,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="static: the exported batch size (default 1); dynamic: the second checked size (default 8)",
     )
-    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="max abs logit difference allowed")
+    parser.add_argument(
+        "--atol", type=float, help=f"fp32: max abs logit difference allowed (default {DEFAULT_ATOL:g})"
+    )
     parser.add_argument(
         "--rtol",
         type=float,
-        default=DEFAULT_RTOL,
-        help="also allow rtol x max|logit| (for untrained nets with huge logits; 1e-5 is fp32 rounding level)",
+        help="fp32: also allow rtol x max|logit| (for untrained nets with huge logits; 1e-5 is fp32 rounding "
+        f"level; default {DEFAULT_RTOL:g})",
+    )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="fp32 (default) or int8: post-training static quantization, onnx or exported-program only",
+    )
+    add_calibration_argument(parser)
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        metavar="F",
+        help=f"int8: the share of test images whose top-1 must match fp32 (default {DEFAULT_MIN_AGREEMENT})",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
+    if args.precision == "int8" and (args.atol is not None or args.rtol is not None):
+        raise ReslabError(
+            "atol and rtol apply to precision fp32; int8 is checked by min_agreement",
+            params=("atol", "rtol", "precision", "min_agreement"),
+        )
     report = export_checkpoint(
         args.checkpoint,
         args.fmt,
@@ -61,8 +94,11 @@ def run_export(args: argparse.Namespace) -> int:
         dynamic_batch=args.dynamic_batch,
         opset=args.opset,
         batch_size=args.batch_size,
-        atol=args.atol,
-        rtol=args.rtol,
+        atol=DEFAULT_ATOL if args.atol is None else args.atol,
+        rtol=DEFAULT_RTOL if args.rtol is None else args.rtol,
+        precision=args.precision,
+        calibration=args.calibration,
+        min_agreement=args.min_agreement,
     )
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
@@ -71,18 +107,31 @@ def run_export(args: argparse.Namespace) -> int:
         for line in report.lines():
             out.print(line, markup=False, highlight=False)
     if not report.passed:
-        if report.max_abs_diff == float("inf"):
-            why = "could not be loaded back and run (" + "; ".join(report.notes) + ")"
-        else:
-            why = f"differs from the PyTorch model by {report.max_abs_diff:.2e} (> {report.tolerance:.2e})"
-            if report.max_abs_diff <= 1e-5 * report.max_abs_logit:
-                why += (
-                    f", only {report.max_abs_diff / report.max_abs_logit:.0e} of the largest logit "
-                    f"({report.max_abs_logit:.3g}), fp32 rounding; --rtol 1e-5 accepts that"
-                )
         print(
-            f"reslab export: check FAILED: the {report.format} file {why}; nothing was written to {report.path}",
+            f"reslab export: check FAILED: the {_kind(report)} file {_why(report)}; nothing was written to "
+            f"{report.path}",
             file=sys.stderr,
         )
         return 1
     return 0
+
+
+def _kind(report: ExportReport) -> str:
+    return f"int8 {report.format}" if report.precision == "int8" else report.format
+
+
+def _why(report: ExportReport) -> str:
+    if report.max_abs_diff == float("inf"):
+        return "could not be loaded back and run (" + "; ".join(report.notes) + ")"
+    if report.precision == "int8":
+        return (
+            f"picks the fp32 model's class on {report.top1_agreement:.2%} of the test images checked "
+            f"(< {report.min_agreement:.2%})"
+        )
+    why = f"differs from the PyTorch model by {report.max_abs_diff:.2e} (> {report.tolerance:.2e})"
+    if report.max_abs_diff <= 1e-5 * report.max_abs_logit:
+        why += (
+            f", only {report.max_abs_diff / report.max_abs_logit:.0e} of the largest logit "
+            f"({report.max_abs_logit:.3g}), fp32 rounding; --rtol 1e-5 accepts that"
+        )
+    return why

@@ -26,6 +26,9 @@ DEFAULT_ATOL = 1e-4
 # correctly. The default stays the strict absolute bound; --rtol adds rtol * max|logit| to it.
 DEFAULT_RTOL = 0.0
 STATIC_BATCH, DYNAMIC_BATCH = 1, 8
+PRECISIONS = ("fp32", "int8")
+# int8 passes when it picks the fp32 model's class on at least this share of the test images checked.
+DEFAULT_MIN_AGREEMENT = 0.99
 # torch.export specialises a dimension whose example size is 0 or 1, so a dynamic batch is traced at 2.
 TRACE_BATCH = 2
 
@@ -52,14 +55,18 @@ class ExportReport:
     batch_sizes: list[int]
     max_abs_diff: float
     max_abs_logit: float
-    atol: float
-    rtol: float
-    tolerance: float  # atol + rtol * max_abs_logit
+    atol: float | None  # fp32 only; None for int8, which is judged by top-1 agreement
+    rtol: float | None
+    tolerance: float | None  # atol + rtol * max_abs_logit
     top1_agreement: float
     passed: bool
     export_seconds: float
     notes: list[str] = field(default_factory=list)
     config_path: str | None = None  # safetensors: the config.json written beside the weights
+    precision: str = "fp32"  # int8: quantized; passes when top1_agreement >= min_agreement
+    min_agreement: float | None = None
+    max_relative_logit_error: float | None = None  # int8: max over images of max|diff| / max|fp32 logit|
+    calibration: str | None = None  # int8: the images the activation ranges were calibrated on
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,37 +77,54 @@ class ExportReport:
         opset = f", opset {self.opset}" if self.opset is not None else ""
         batch = "dynamic batch" if self.dynamic_batch else f"static batch {self.input_shape[0]}"
         shape = "(" + ", ".join(str(d) for d in self.input_shape) + ")"
-        verdict = "PASS" if self.passed else "FAIL"
-        sign = "<=" if self.passed else ">"
-        bound = f"{self.atol:.0e}" + (f" + {self.rtol:.0e} x {self.max_abs_logit:.3g}" if self.rtol else "")
+        int8 = ", int8" if self.precision == "int8" else ""
         lines = [
-            f"format    {self.format}{opset}, {batch}",
+            f"format    {self.format}{opset}{int8}, {batch}",
             f"file      {self.path} ({size}{'' if self.written else ', NOT written'})",
             *([f"config    {self.config_path}"] if self.config_path and self.written else []),
             f"model     {self.model_name}, input {shape}",
             f"exporter  {self.exporter} in {self.export_seconds:.1f} s",
             f"runtime   {self.runtime}",
+            *([f"calibrate {self.calibration}"] if self.calibration else []),
             f"inputs    {self.input_source}",
-            f"check     batch sizes {', '.join(map(str, self.batch_sizes))}: max |exported - pytorch fp32| = "
-            f"{self.max_abs_diff:.2e} {sign} {bound} (max |logit| {self.max_abs_logit:.3g}), "
-            f"top-1 agreement {self.top1_agreement:.0%}: {verdict}",
+            self._check_line(),
         ]
         return lines + [f"note      {note}" for note in self.notes]
 
+    def _check_line(self) -> str:
+        verdict = "PASS" if self.passed else "FAIL"
+        sizes = ", ".join(map(str, self.batch_sizes))
+        if self.precision == "int8":
+            sign = ">=" if self.passed else "<"
+            return (
+                f"check     batch sizes {sizes}: top-1 agreement with pytorch fp32 {self.top1_agreement:.2%} "
+                f"{sign} {self.min_agreement:.2%}, max relative logit error "
+                f"{self.max_relative_logit_error:.3f} (max |logit| {self.max_abs_logit:.3g}): {verdict}"
+            )
+        sign = "<=" if self.passed else ">"
+        bound = f"{self.atol:.0e}" + (f" + {self.rtol:.0e} x {self.max_abs_logit:.3g}" if self.rtol else "")
+        return (
+            f"check     batch sizes {sizes}: max |exported - pytorch fp32| = "
+            f"{self.max_abs_diff:.2e} {sign} {bound} (max |logit| {self.max_abs_logit:.3g}), "
+            f"top-1 agreement {self.top1_agreement:.0%}: {verdict}"
+        )
 
-def default_out(checkpoint_path: Path, fmt: str) -> Path:
-    """best.pt -> best.onnx / best.ts.pt / best.pt2 beside the checkpoint; safetensors: a folder
-    best-safetensors/ holding model.safetensors and config.json (a run directory has its own config.json)."""
+
+def default_out(checkpoint_path: Path, fmt: str, precision: str = "fp32") -> Path:
+    """best.pt -> best.onnx / best.ts.pt / best.pt2 beside the checkpoint (int8: best-int8.onnx /
+    best-int8.pt2); safetensors: a folder best-safetensors/ holding model.safetensors and config.json (a
+    run directory has its own config.json)."""
     stem = checkpoint_path.name.split(".")[0]
     if fmt == "safetensors":
         return checkpoint_path.with_name(f"{stem}-safetensors") / formats.SAFETENSORS_NAME
-    return checkpoint_path.with_name(stem + formats.SUFFIXES[fmt])
+    tag = "-int8" if precision == "int8" else ""
+    return checkpoint_path.with_name(stem + tag + formats.SUFFIXES[fmt])
 
 
-def _resolve_out(out: str | Path | None, checkpoint_path: Path, fmt: str) -> Path:
-    path = default_out(checkpoint_path, fmt) if out is None else Path(out)
+def _resolve_out(out: str | Path | None, checkpoint_path: Path, fmt: str, precision: str = "fp32") -> Path:
+    path = default_out(checkpoint_path, fmt, precision) if out is None else Path(out)
     if path.is_dir():
-        path = path / default_out(checkpoint_path, fmt).name
+        path = path / default_out(checkpoint_path, fmt, precision).name
     _check_writable(path, fmt)
     return path
 
@@ -285,14 +309,22 @@ def export_checkpoint(
     batch_size: int | None = None,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
+    precision: str = "fp32",
+    calibration: str | None = None,
+    min_agreement: float | None = None,
 ) -> ExportReport:
     """Export a reslab checkpoint (file or run directory) to onnx | torchscript | exported-program |
     safetensors and verify it. Static exports are traced and checked at `batch_size` (default 1); a
     dynamic batch is checked at 1 and at `batch_size` (default 8). The report says whether the check
-    passed. safetensors goes by default to best-safetensors/{model.safetensors,config.json}."""
+    passed. safetensors goes by default to best-safetensors/{model.safetensors,config.json}.
+
+    precision "int8" (onnx or exported-program; reslab.export.int8): quantized after calibrating on
+    `calibration` ('data', the default: the checkpoint's training split; or folder:DIR), checked on the
+    test split by top-1 agreement with fp32 (at least `min_agreement`, default 0.99; atol and rtol unused)."""
     fmt = _check_format(fmt)
     if fmt != "onnx" and opset is not None:
         raise ReslabError("opset applies only to fmt onnx", params=("opset", "fmt"))
+    min_agreement = _check_precision(precision, fmt, opset, calibration, min_agreement)
     if batch_size is not None and batch_size < (2 if dynamic_batch else 1):
         raise ReslabError(f"batch_size must be at least {2 if dynamic_batch else 1}", params=("batch_size",))
     if not atol > 0 or not rtol >= 0:
@@ -309,14 +341,48 @@ def export_checkpoint(
             except OSError:
                 pass  # _check_writable says why in one line
     try:
-        path = _resolve_out(out, checkpoint_path, fmt)
-        report = _export_loaded(payload, fmt, path, dynamic_batch, opset, batch_size, atol, rtol)
+        path = _resolve_out(out, checkpoint_path, fmt, precision)
+        if precision == "int8":
+            from .int8_export import export_int8_loaded
+
+            report = export_int8_loaded(
+                payload, fmt, path, dynamic_batch, opset, batch_size, calibration, min_agreement
+            )
+        else:
+            report = _export_loaded(payload, fmt, path, dynamic_batch, opset, batch_size, atol, rtol)
     except BaseException:
         _remove_empty(made_folder)
         raise
     if not report.written:
         _remove_empty(made_folder)
     return report
+
+
+def _check_precision(
+    precision: str, fmt: str, opset: int | None, calibration: str | None, min_agreement: float | None
+) -> float | None:
+    """The int8 options make sense together; returns min_agreement (its default for int8)."""
+    if precision not in PRECISIONS:
+        raise ReslabError(
+            f"export precision must be one of {', '.join(PRECISIONS)}, got {precision!r}",
+            params=("precision",),
+        )
+    if precision != "int8":
+        if calibration is not None or min_agreement is not None:
+            raise ReslabError(
+                "calibration and min_agreement apply only to precision int8",
+                params=("calibration", "min_agreement", "precision"),
+            )
+        return None
+    from ..quantize import parse_calibration
+    from .int8 import check_int8_format
+
+    check_int8_format(fmt, opset)
+    parse_calibration(calibration)
+    min_agreement = DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement
+    if not 0 < min_agreement <= 1:
+        raise ReslabError(f"min_agreement must be in (0, 1], got {min_agreement}", params=("min_agreement",))
+    return min_agreement
 
 
 def _remove_empty(folder: Path | None) -> None:

@@ -72,6 +72,13 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def _register_quantized_ops() -> None:
+    """An int8 .pt2 (reslab.export.int8) calls torch.ops.quantized_decomposed.*, which torch registers
+    only when this module is imported; torch.export.load cannot resolve them otherwise."""
+    with contextlib.suppress(ImportError), _quiet():
+        import torch.ao.quantization.fx._decomposed  # noqa: F401
+
+
 def _require_onnx() -> None:
     missing = []
     for module in ("onnx", "onnxscript", "onnxruntime"):
@@ -237,6 +244,7 @@ def read_metadata(path: str | Path, fmt: str | None = None) -> dict[str, Any]:
         text = next((p.value for p in proto.metadata_props if p.key == METADATA_KEY), "")
     else:
         files = {METADATA_KEY: ""}
+        _register_quantized_ops()
         with _quiet():
             if fmt == "exported-program":
                 torch.export.load(str(path), extra_files=files)
@@ -280,6 +288,7 @@ def load_runner(fmt: str, path: Path) -> tuple[Runner, str]:
             f"safetensors {safetensors.__version__} load_file into a fresh {fresh.config.name or 'ResNet'} "
             "built from its config"
         )
+    _register_quantized_ops()
     with _quiet():
         program = torch.export.load(str(path))
     return program.module(), "torch.export.load(...).module()"
