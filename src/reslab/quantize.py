@@ -352,12 +352,12 @@ def checkpoint_calibration(
 ) -> torch.Tensor:
     """`count` training images of the data a checkpoint was trained on (same spec and split seed);
     `bundle`: that data, already loaded."""
-    from .data import load_data
-    from .evaluate import trained_seed
+    from .data.loaders import split_images
+    from .evaluate import checkpoint_data
 
     if bundle is None:
-        bundle = load_data(payload["data"]["spec"], seed=trained_seed(payload))
-    return calibration_from_split(bundle.train.images, mean, std, count)
+        bundle = checkpoint_data(payload)
+    return calibration_from_split(split_images(bundle.train, bundle.evaluation, count), mean, std, count)
 
 
 def eval_calibration(spec: str | None, payload: dict[str, Any], bundle: DataBundle | None) -> torch.Tensor:
@@ -369,6 +369,6 @@ def eval_calibration(spec: str | None, payload: dict[str, Any], bundle: DataBund
     mean, std = tuple(info["mean"]), tuple(info["std"])
     folder = parse_calibration(spec)
     if folder is not None:
-        read = EvalTransform.fit(info["in_chans"], info["image_size"]).read
+        read = EvalTransform.of_data_info(info).read
         return calibration_from_folder(folder, read, mean, std, DEFAULT_CALIBRATION_IMAGES)
     return checkpoint_calibration(payload, mean, std, bundle=bundle)

@@ -92,3 +92,25 @@ def evaluation_batches(
         settings=stream or StreamSettings(),
         channels_last=channels_last,
     )
+
+
+def split_images(
+    split: AnySplit, transform: EvalTransform, count: int | None = None, seed: int = 0
+) -> torch.Tensor:
+    """uint8 images of a split, for checks and calibration: all of a split held in memory; of a streamed
+    one, `count` files (all when None) drawn with `seed` and read with `transform`, undecodable ones left
+    out."""
+    if not isinstance(split, FileSplit):
+        return split.images
+    from ..errors import ReslabError
+
+    rows = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:count].tolist()
+    images = []
+    for row in sorted(rows):
+        try:
+            images.append(transform.read(str(split.paths[row])))
+        except (ReslabError, OSError):
+            continue
+    if not images:
+        raise ReslabError(f"none of {len(rows)} sampled images of the split could be decoded")
+    return torch.stack(images)

@@ -48,8 +48,9 @@ class Int8Inputs:
 def int8_inputs(payload: dict[str, Any], shape: tuple[int, int, int], spec: str | None) -> Int8Inputs:
     """The checkpoint's test split (never random inputs: int8 is judged on real images) and the
     calibration images `spec` names (reslab.quantize.eval_calibration)."""
-    from ..data import load_data, normalise
-    from ..evaluate import trained_seed
+    from ..data import normalise
+    from ..data.loaders import split_images
+    from ..evaluate import checkpoint_data
     from ..quantize import eval_calibration, parse_calibration
 
     data = payload.get("data") or {}
@@ -57,14 +58,14 @@ def int8_inputs(payload: dict[str, Any], shape: tuple[int, int, int], spec: str 
     try:
         if not name:
             raise ValueError("the checkpoint names no data set")
-        bundle = load_data(name, seed=trained_seed(payload))
+        bundle = checkpoint_data(payload)
     except Exception as exc:
         raise ReslabError(
             f"precision int8 is checked on the test split of the checkpoint's data ({name!r}), which cannot "
             f"be loaded here: {_first_line(exc)}",
             params=("precision",),
         ) from exc
-    images = bundle.test.images[:CHECK_IMAGES]
+    images = split_images(bundle.test, bundle.evaluation, CHECK_IMAGES)[:CHECK_IMAGES]
     if tuple(images.shape[1:]) != shape:
         raise ReslabError(f"the test images are {tuple(images.shape[1:])}, the model expects {shape}")
     mean = torch.tensor(data["mean"], dtype=torch.float32).view(1, -1, 1, 1)

@@ -8,7 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import load_data, normalise
+from ..data import normalise
+from ..data.loaders import split_images
+from ..evaluate import checkpoint_data
 from .formats import Runner
 
 
@@ -36,7 +38,8 @@ def sample_batch(payload: dict[str, Any], shape: tuple[int, int, int], n: int) -
     reason = "the checkpoint names no data set"
     if spec:
         try:
-            images = load_data(spec).test.images
+            bundle = checkpoint_data(payload)
+            images = split_images(bundle.test, bundle.evaluation, n)
             if tuple(images.shape[1:]) != shape:
                 raise ValueError(f"its images are {tuple(images.shape[1:])}, the model expects {shape}")
             images = images[torch.arange(n) % len(images)]

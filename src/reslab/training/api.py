@@ -12,6 +12,7 @@ from rich.console import Console
 
 from ..atomic import write_json
 from ..checkpoint import load_checkpoint
+from ..data import DataBundle
 from ..data.stream import skipped_line
 from ..errors import ReslabError
 from ..plots import plot_curves
@@ -50,13 +51,14 @@ def train(
     set once with the best-on-validation weights. Returns a RunResult whose `config` is the RunConfig.
 
     settings: the fields of `reslab.run_config.TrainRequest` (recipe, seed, precision, device, threads,
-    out, compile, model_options, weights, download, sync_bn) and any recipe override by name (epochs,
-    batch_size, lr, schedule, warmup_steps, weight_decay, label_smoothing, random_erase, lr_scaling,
-    optimizer, freeze, backbone_lr_scale, decay_norm_and_bias, ema, ...: `reslab.run_config.RECIPE_OVERRIDES`);
-    None keeps the default or the recipe's value.
+    out, compile, model_options, weights, download, sync_bn, image_size, data_mode ("auto", "memory" or
+    "stream": folders), workers, strict_data) and any recipe override by name (epochs, batch_size, lr,
+    schedule, warmup_steps, weight_decay, label_smoothing, random_erase, crop ("pad", "random-resized",
+    "scale"), lr_scaling, optimizer, freeze, backbone_lr_scale, decay_norm_and_bias, ema, precise_bn, ...:
+    `reslab.run_config.RECIPE_OVERRIDES`); None keeps the default or the recipe's value.
     config: a JSON or YAML file of these settings, or a run's config.json (which repeats that run); the
     keywords given here win over it. resume: a run's last.pt or its folder; every setting then comes
-    from its checkpoint, and only threads and download may be given. threads: CPU threads (None: 1 for
+    from its checkpoint, and only threads, download, workers and strict_data may be given. threads: CPU threads (None: 1 for
     images of at most 16x16 pixels, else torch's default). Under torchrun (RANK/WORLD_SIZE set) it trains with DistributedDataParallel:
     batch_size is the global batch, sync_bn makes BN statistics span it, lr_scaling ("none"/"linear") says
     how lr follows a changed global batch; only rank 0 writes the run directory and prints; report_error
@@ -191,11 +193,21 @@ def _announcement(prepared: PreparedRun, trainer: Trainer, ctx: DistContext) -> 
         what = f"resuming after epoch {prepared.resume_from['epoch']}: training"
     return (
         f"{what} {config.model.name} on {config.data.spec} ({len(bundle.train)} train / {len(bundle.val)} val / "
-        f"{len(bundle.test)} test, {bundle.num_classes} classes) for {trainer.epochs} epochs "
+        f"{len(bundle.test)} test, {bundle.num_classes} classes{_data_text(bundle, config)}) for {trainer.epochs} epochs "
         f"({trainer.total_steps} steps of {train.batch_size}{_split_text(ctx, config)}) on {prepared.device}, "
         f"{prec.name}{' + channels_last' if prec.channels_last else ''}; recipe {train.recipe}, "
         f"{train.schedule} lr {train.lr:g} -> {config.run_dir}"
     )
+
+
+def _data_text(bundle: DataBundle, config: RunConfig) -> str:
+    """How the images are read, where it is not the in-memory default at the data's own size."""
+    words = []
+    if config.data.image_size is not None or config.train.crop != "pad":
+        words.append(f"{bundle.image_size[0]}x{bundle.image_size[1]}, {config.train.crop} crops")
+    if bundle.streamed:
+        words.append(f"streamed by {config.data.workers} worker(s)")
+    return "".join(f", {word}" for word in words)
 
 
 def _split_text(ctx: DistContext, config: RunConfig) -> str:
