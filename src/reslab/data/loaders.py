@@ -8,7 +8,7 @@ import torch
 from .batches import DeviceBatches
 from .bundle import AnySplit, DataBundle, FileSplit
 from .eval_transform import EvalTransform
-from .stream import EvaluationRead, StreamBatches, StreamSettings, TrainingRead
+from .stream import EvaluationRead, StreamBatches, StreamSettings, TrainingRead, sample_images
 
 Batches = DeviceBatches | StreamBatches
 
@@ -102,15 +102,4 @@ def split_images(
     out."""
     if not isinstance(split, FileSplit):
         return split.images
-    from ..errors import ReslabError
-
-    rows = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:count].tolist()
-    images = []
-    for row in sorted(rows):
-        try:
-            images.append(transform.read(str(split.paths[row])))
-        except (ReslabError, OSError):
-            continue
-    if not images:
-        raise ReslabError(f"none of {len(rows)} sampled images of the split could be decoded")
-    return torch.stack(images)
+    return sample_images(split, transform, count, seed)

@@ -211,20 +211,24 @@ class StreamBatches:
             yield x, self.split.labels[indices].to(self.device, non_blocking=True)
 
 
-def sample_stats(split: FileSplit, read: EvalTransform, count: int, seed: int) -> tuple[tuple, tuple]:
-    """Per-channel mean and std ([0, 1] units) of up to `count` training images, drawn with `seed`, read
-    with `read`; undecodable ones are left out (training reports them)."""
-    generator = torch.Generator().manual_seed(seed)
-    chosen = torch.randperm(len(split), generator=generator)[:count].tolist()
+def sample_images(split: FileSplit, transform: EvalTransform, count: int | None, seed: int) -> torch.Tensor:
+    """uint8 images of `count` files (all when None) drawn with `seed`, read with `transform`, in file
+    order; undecodable ones are left out (training reports them)."""
+    rows = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:count].tolist()
     images = []
-    for index in chosen:
+    for row in sorted(rows):
         try:
-            images.append(read.read(str(split.paths[index])))
+            images.append(transform.read(str(split.paths[row])))
         except (ReslabError, OSError):
             continue
     if not images:
-        raise ReslabError(f"none of {len(chosen)} sampled training images could be decoded")
-    return channel_stats(torch.stack(images))
+        raise ReslabError(f"none of {len(rows)} sampled images of {split.paths[0]}'s split could be decoded")
+    return torch.stack(images)
+
+
+def sample_stats(split: FileSplit, transform: EvalTransform, count: int, seed: int) -> tuple[tuple, tuple]:
+    """Per-channel mean and std ([0, 1] units) of `count` training images (sample_images)."""
+    return channel_stats(sample_images(split, transform, count, seed))
 
 
 # Undecodable files named in a warning line (the count covers all of them).
