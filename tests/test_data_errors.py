@@ -359,7 +359,7 @@ def test_folder_too_large_for_memory(tmp_path: Path, monkeypatch: pytest.MonkeyP
     from reslab.data.options import DataOptions
 
     _two_classes(tmp_path)
-    monkeypatch.setattr(folder, "_physical_memory", lambda: 1000)  # 14 training images of 6x6: 504 B, twice
+    monkeypatch.setattr(folder, "_physical_memory", lambda: 1000)  # 14 training images of 6x6: 504 B > 500
     _fails(
         f"folder:{tmp_path}", "14 images of 1x6x6", "--data-mode stream", options=DataOptions(mode="memory")
     )

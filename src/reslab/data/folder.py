@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -30,7 +30,7 @@ from ..errors import ReslabError
 from .bundle import DataBundle, FileSplit, Split, stratified_split
 from .eval_transform import EvalTransform
 from .images import IMAGE_EXTENSIONS, is_gray, open_image
-from .options import DATA_MODES, DataOptions
+from .options import DataOptions
 from .stream import sample_stats
 
 # auto mode keeps a folder in memory when its decoded images take at most this share of physical memory.
@@ -109,8 +109,6 @@ def _physical_memory() -> int | None:
 def choose_mode(mode: str, decoded_bytes: int) -> str:
     """auto: in memory when the decoded set takes at most MEMORY_SHARE of this machine's memory (it is
     faster: no decoding after the first pass), else streamed."""
-    if mode not in DATA_MODES:
-        raise ReslabError(f"unknown data mode {mode!r}; choose one of {', '.join(DATA_MODES)}")
     if mode != "auto":
         return mode
     memory = _physical_memory()
@@ -122,8 +120,8 @@ def _decode_all(
 ) -> torch.Tensor:
     needed = len(paths) * shape[0] * shape[1] * shape[2]
     memory = _physical_memory()
-    # The set is held twice while the splits are cut out of it; refuse rather than be killed by the OOM killer.
-    if memory is not None and 2 * needed > memory // 2:
+    # Refuse a split that would take over half the machine rather than be killed by the OOM killer.
+    if memory is not None and needed > memory // 2:
         raise ReslabError(
             f"{len(paths)} images of {shape[0]}x{shape[1]}x{shape[2]} need {needed / 2**30:.1f} GiB as one "
             f"uint8 tensor, too much for this machine's {memory / 2**30:.0f} GiB; stream the folder "
@@ -161,11 +159,48 @@ def _check_same_classes(split_dir: Path, classes: set[str], train_dir: Path, tra
     )
 
 
+@dataclass
+class _Index:
+    """Every image file of the folder (train/ first, then val/ and test/ when they exist), its label, and
+    which files each split takes."""
+
+    files: list[Path]
+    labels: list[int]
+    parts: dict[str, list[int]]
+    class_names: list[str]
+
+
 def load_folder(
     directory: str | Path, seed: int, spec: str, options: DataOptions | None = None
 ) -> DataBundle:
     options = options or DataOptions()
-    directory = Path(directory).expanduser()
+    index = _index_folder(Path(directory).expanduser(), seed, spec)
+    files, train = index.files, index.parts["train"]
+    in_chans, native = _survey_train(files, train, options, seed)
+    height, width = options.size(native)
+    mode = choose_mode(options.mode, len(files) * in_chans * height * width)
+    if mode == "memory" and options.mode == "auto" and len(train) > SURVEY_SAMPLE:
+        in_chans, native = _survey_train(files, train, replace(options, mode="memory"), seed)
+    size = options.size(native)
+    evaluation = options.evaluation(in_chans, size)
+    labels = torch.tensor(index.labels, dtype=torch.long)
+    common = dict(spec=spec, class_names=index.class_names, allow_flip=True, pad=max(1, min(size) // 8))
+    if mode == "stream":
+        splits = {
+            name: FileSplit([str(files[i]) for i in idx], labels[idx], in_chans, size)
+            for name, idx in index.parts.items()
+        }
+        mean, std = sample_stats(splits["train"], EvalTransform.fit(in_chans, size), STATS_SAMPLE, seed)
+        return DataBundle(**splits, **common, mean=mean, std=std, eval_transform=evaluation)
+    reads = {"train": EvalTransform.fit(in_chans, size), "val": evaluation, "test": evaluation}
+    splits = {
+        name: Split(_decode_all([files[i] for i in idx], reads[name].read, (in_chans, *size)), labels[idx])
+        for name, idx in index.parts.items()
+    }
+    return DataBundle(**splits, **common, eval_transform=evaluation)
+
+
+def _index_folder(directory: Path, seed: int, spec: str) -> _Index:
     if not directory.is_dir():
         raise ReslabError(f"data directory {directory} does not exist (spec {spec!r})")
     split_dirs = {p.name.lower(): p for p in _visible_dirs(directory)}
@@ -179,14 +214,8 @@ def load_folder(
     _check_nonempty(train_dir, train_classes)
     class_names = sorted(train_classes)
     files, labels = _files_and_labels(train_classes, class_names, train_dir)
-    # Indices into one combined list: train files first, then the val/test folders' files.
-    held_out = {
-        "val": VAL_FRACTION if val_dir is None else 0.0,
-        "test": TEST_FRACTION if test_dir is None else 0.0,
-    }
-    test_idx, val_idx, train_idx = stratified_split(
-        torch.tensor(labels), (held_out["test"], held_out["val"]), seed
-    )
+    held_out = (TEST_FRACTION if test_dir is None else 0.0, VAL_FRACTION if val_dir is None else 0.0)
+    test_idx, val_idx, train_idx = stratified_split(torch.tensor(labels), held_out, seed)
     parts = {"train": train_idx.tolist(), "val": val_idx.tolist(), "test": test_idx.tolist()}
     for name, split_dir in (("val", val_dir), ("test", test_dir)):
         if split_dir is None:
@@ -203,31 +232,7 @@ def load_folder(
                 f"{directory}: the {name} split is empty; add images (a few per class at least) or "
                 f"give {name}/ its own folder"
             )
-    in_chans, native = _survey_train(files, parts["train"], options, seed)
-    size = options.size(native)
-    evaluation = options.evaluation(in_chans, size)
-    mode = choose_mode(options.mode, len(files) * in_chans * size[0] * size[1])
-    if mode == "memory" and options.mode == "auto" and len(parts["train"]) > SURVEY_SAMPLE:
-        in_chans, native = _survey_train(files, parts["train"], replace(options, mode="memory"), seed)
-        size = options.size(native)
-        evaluation = options.evaluation(in_chans, size)
-    label_tensor = torch.tensor(labels, dtype=torch.long)
-    common = dict(spec=spec, class_names=class_names, allow_flip=True, pad=max(1, min(size) // 8))
-    if mode == "stream":
-        splits = {
-            name: FileSplit([str(files[i]) for i in idx], label_tensor[idx], in_chans, size)
-            for name, idx in parts.items()
-        }
-        mean, std = sample_stats(splits["train"], EvalTransform.fit(in_chans, size), STATS_SAMPLE, seed)
-        return DataBundle(**splits, **common, mean=mean, std=std, eval_transform=evaluation)
-    reads = {"train": EvalTransform.fit(in_chans, size), "val": evaluation, "test": evaluation}
-    splits = {
-        name: Split(
-            _decode_all([files[i] for i in idx], reads[name].read, (in_chans, *size)), label_tensor[idx]
-        )
-        for name, idx in parts.items()
-    }
-    return DataBundle(**splits, **common, eval_transform=evaluation)
+    return _Index(files, labels, parts, class_names)
 
 
 def _survey_train(
