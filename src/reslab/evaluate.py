@@ -19,9 +19,7 @@ from .data.options import DataOptions
 from .errors import ReslabError
 from .precision import Precision, resolve_device, resolve_inference_precision
 from .run_config import RunConfig
-from .split_metrics import evaluate_split
-
-EVAL_BATCH_SIZE = 500
+from .split_metrics import evaluate_split, evaluation_batch_size
 
 
 def checkpoint_and_model(checkpoint: str | Path, dev: torch.device) -> tuple[dict[str, Any], nn.Module]:
@@ -121,7 +119,8 @@ def evaluate(
     _check_fits(spec, bundle.in_chans, bundle.image_size, bundle.num_classes, info)
     images = bundle.split(split).to(dev)
     n = len(images)
-    example = torch.zeros((max(1, min(n, EVAL_BATCH_SIZE)), bundle.in_chans, *bundle.image_size), device=dev)
+    batch_size = evaluation_batch_size(bundle.image_size)
+    example = torch.zeros((max(1, min(n, batch_size)), bundle.in_chans, *bundle.image_size), device=dev)
     calib = None
     if prec.name == "int8":
         from .quantize import eval_calibration
@@ -136,7 +135,7 @@ def evaluate(
         std,
         prec,
         bundle.num_classes,
-        batch_size=EVAL_BATCH_SIZE,
+        batch_size=batch_size,
         transform=bundle.evaluation,
         device=dev,
     )

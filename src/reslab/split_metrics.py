@@ -15,6 +15,18 @@ from .data.loaders import Batches, evaluation_batches
 from .data.stream import StreamSettings
 from .precision import Precision
 
+# Evaluation batches hold at most this many images of 32 x 32 (fewer of larger images: a batch's
+# activations, not the data set, set the peak memory of a streamed run).
+EVAL_BATCH_SIZE = 500
+EVAL_BATCH_PIXELS = EVAL_BATCH_SIZE * 32 * 32
+
+
+def evaluation_batch_size(image_size: tuple[int, int], train_batch: int = 1) -> int:
+    """EVAL_BATCH_SIZE for images up to 32 x 32; for larger ones the batch of EVAL_BATCH_PIXELS, but
+    never below the training batch (whose activations, with gradients, already fit)."""
+    by_pixels = EVAL_BATCH_PIXELS // (image_size[0] * image_size[1])
+    return max(1, min(EVAL_BATCH_SIZE, max(train_batch, by_pixels)))
+
 
 def evaluate_split(
     model: nn.Module,
@@ -24,7 +36,7 @@ def evaluate_split(
     precision: Precision,
     num_classes: int,
     *,
-    batch_size: int = 500,
+    batch_size: int = EVAL_BATCH_SIZE,
     confusion: bool = True,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     transform: EvalTransform | None = None,

@@ -18,7 +18,7 @@ from ..errors import ReslabError
 from ..plots import plot_curves
 from ..run_config import RunConfig, TrainRequest
 from ..settings_file import settings_from_file
-from ..split_metrics import evaluate_split
+from ..split_metrics import evaluate_split, evaluation_batch_size
 from .distributed import DistContext, Reporter, session, wrap_ddp
 from .engine import FitState, Trainer, stream_settings
 from .progress import RunProgress
@@ -173,6 +173,7 @@ def _test_once(prepared: PreparedRun, run_dir: Path, ctx: DistContext) -> dict[s
         bundle.std,
         prepared.precision,
         bundle.num_classes,
+        batch_size=evaluation_batch_size(bundle.image_size, prepared.config.train.batch_size),
         reduce=ctx.all_reduce_sum if ctx.distributed else None,
         transform=bundle.evaluation,
         device=prepared.device,

@@ -26,7 +26,7 @@ from ..data.stream import StreamSettings, skipped_line
 from ..errors import DivergedError, ReslabError
 from ..precision import Precision
 from ..run_config import RunConfig
-from ..split_metrics import evaluate_batches
+from ..split_metrics import evaluate_batches, evaluation_batch_size
 from .distributed import DistContext, mark_quiet
 from .ema import WeightAverage
 from .finetune import set_train_mode
@@ -39,7 +39,6 @@ from .tb_log import EpochLog
 
 # Host syncs (loss/error read-outs, NaN checks) per epoch, besides the one at its end.
 READS_PER_EPOCH = 4
-EVAL_BATCH_SIZE = 500
 
 
 @dataclass
@@ -138,7 +137,7 @@ class Trainer:
         # Made once: a streamed validation set keeps its workers from epoch to epoch.
         self.val_batches = evaluation_batches(
             self.dist.shard(bundle.val),
-            EVAL_BATCH_SIZE,
+            evaluation_batch_size(bundle.image_size, config.batch_size),
             bundle.mean,
             bundle.std,
             transform=bundle.evaluation,
