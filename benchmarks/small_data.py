@@ -80,6 +80,8 @@ def main() -> None:
             spec = f"folder:{folder}"
             run_dir = args.out / "runs" / f"{name}-seed{seed}-{'-'.join(args.extra) or 'defaults'}"
             command = [
+                sys.executable,
+                "-m",
                 "reslab",
                 "train",
                 "--data",
