@@ -133,11 +133,9 @@ def rss(folders: list[Path], workers: int | None) -> None:
     peaks = []
     for folder in folders:
         # A fresh interpreter per folder, so each peak is that run's own (RUSAGE_CHILDREN only grows).
-        code = (
-            "import json, sys; sys.path.insert(0, %r); import stream_throughput as s; "
-            "print(json.dumps(s.run_train(__import__('pathlib').Path(%r), 'stream', %r)))"
-        ) % (str(Path(__file__).parent), str(folder), workers)
-        done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+        code = [sys.executable, __file__, "--folder", str(folder), "--one-stream-run"]
+        code += [] if workers is None else ["--workers", str(workers)]
+        done = subprocess.run(code, check=True, capture_output=True, text=True)
         result = json.loads(done.stdout.strip().splitlines()[-1])
         print(json.dumps(result), flush=True)
         peaks.append(result["peak_rss_mb_children_so_far"])
@@ -159,8 +157,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, help="DataLoader workers (default: reslab's)")
     parser.add_argument("--rss", action="store_true", help="peak RSS of a streamed run on each folder")
+    parser.add_argument("--one-stream-run", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rss:
+    if args.one_stream_run:
+        print(json.dumps(run_train(args.folder[0], "stream", args.workers)))
+    elif args.rss:
         rss(args.folder, args.workers)
     else:
         rates(args.folder[0], args.rounds, args.workers)
