@@ -231,22 +231,14 @@ def test_scale_boxes_are_the_paper_s_224_of_256_to_480() -> None:
     assert bool((top + h <= 100).all() and (left + w <= 150).all())
 
 
-def test_crop_resize_of_the_whole_image_is_the_image() -> None:
+def test_crop_resize_of_the_whole_image_is_the_image(monkeypatch) -> None:
     """roi_align's geometry: a box covering the image, resized to its own size, returns its pixels."""
-    images = torch.randint(0, 256, (3, 1, 12, 12), dtype=torch.uint8)
-
-    class Whole:
-        pass
-
     import reslab.data.crops as crops
 
+    images = torch.randint(0, 256, (3, 1, 12, 12), dtype=torch.uint8)
     boxes = torch.tensor([[0.0, 0.0, 12.0, 12.0]] * 3, dtype=torch.float64)
-    original = crops.sample_boxes
-    crops.sample_boxes = lambda *args, **kwargs: boxes
-    try:
-        out = crop_resize_batch(images, "random-resized", None)
-    finally:
-        crops.sample_boxes = original
+    monkeypatch.setattr(crops, "sample_boxes", lambda *args, **kwargs: boxes)
+    out = crop_resize_batch(images, "random-resized", None)
     assert torch.allclose(out, images.float(), atol=1e-3)
 
 

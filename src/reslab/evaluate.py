@@ -56,18 +56,16 @@ def trained_seed(payload: dict[str, Any]) -> int:
     return trained.seed if trained is not None else 0
 
 
-def checkpoint_data(
-    payload: dict[str, Any], spec: str | None = None, download: bool = False, mode: str | None = None
-) -> DataBundle:
+def checkpoint_data(payload: dict[str, Any], spec: str | None = None, download: bool = False) -> DataBundle:
     """`spec` (None: the checkpoint's own data) prepared as the checkpoint's run prepared its data: the
     same split seed, image size, training crop (which decides the evaluation transform) and, for its own
-    data, the same memory or stream mode (`mode` replaces it)."""
+    data, the same memory or stream mode."""
     trained = _trained_with(payload)
     options = DataOptions()
     if trained is not None:
         own = spec is None or spec == trained.data.spec
-        stored_mode = trained.data.mode if own else "auto"
-        options = DataOptions(trained.data.image_size, mode or stored_mode, trained.train.crop)
+        mode = trained.data.mode if own else "auto"
+        options = DataOptions(trained.data.image_size, mode, trained.train.crop)
     return load_data(spec or payload["data"]["spec"], trained_seed(payload), download, options)
 
 

@@ -56,7 +56,7 @@ def training_batches(
         bundle.mean,
         bundle.std,
         device=generator.device,
-        settings=stream or StreamSettings(),
+        settings=stream,
         shuffle=True,
         drop_last=drop_last,
         random_erase=random_erase if augment else 0.0,
@@ -89,7 +89,7 @@ def evaluation_batches(
         mean,
         std,
         device=device,
-        settings=stream or StreamSettings(),
+        settings=stream,
         channels_last=channels_last,
     )
 

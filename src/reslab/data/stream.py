@@ -153,7 +153,7 @@ class StreamBatches:
         std: tuple[float, ...],
         *,
         device: torch.device,
-        settings: StreamSettings = StreamSettings(),
+        settings: StreamSettings | None = None,
         shuffle: bool = False,
         drop_last: bool = False,
         generator: torch.Generator | None = None,
@@ -165,6 +165,7 @@ class StreamBatches:
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
+        settings = settings or StreamSettings()
         self.split, self.device, self.settings = split, torch.device(device), settings
         self.mean = torch.tensor(mean, device=device, dtype=dtype).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device, dtype=dtype).view(1, -1, 1, 1)
