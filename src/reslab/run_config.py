@@ -34,6 +34,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LR_SCALING_RULES = ("none", "linear")
 OPTIMIZERS = ("sgd", "adamw")
 FREEZE_POINTS = ("none", "stem", "layer1", "layer2", "layer3", "backbone")
+SELECTIONS = ("auto", "val", "last")  # training/selection.py
 
 
 def _finite_positive(value: float) -> bool:
@@ -64,6 +65,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
         "must be auto or a number of batches (0: off)",
     ),
+    "select_by": (lambda v: v in SELECTIONS, f"must be one of {', '.join(SELECTIONS)}"),
     "crop": (lambda v: v in CROPS, f"must be one of {', '.join(CROPS)}"),
     "schedule": (lambda v: v in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
     "lr_scaling": (lambda v: v in LR_SCALING_RULES, f"must be one of {', '.join(LR_SCALING_RULES)}"),
@@ -147,6 +149,9 @@ class TrainConfig:
     # The training crop (data/crops.py): pad-and-crop, random-resized (the imagenet recipe) or the
     # paper's scale augmentation. It also decides how validation and test images are read.
     crop: str = "pad"
+    # The weights best.pt keeps and the test uses: best on validation ("val"), the final ones ("last"),
+    # or "auto" in a recipe (training/selection.py; runs saved before the setting chose by validation).
+    select_by: str = "val"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,8 +17,10 @@ from ..run_config import (
     RECIPE_OVERRIDES,
     RECIPES,
     SCHEDULES,
+    SELECTIONS,
     TrainRequest,
 )
+from ..training.selection import MIN_VAL_IMAGES
 from .output import console
 
 
@@ -159,6 +161,12 @@ def _add_fine_tuning(p: argparse.ArgumentParser) -> None:
         metavar="DECAY",
         help="validate, keep best.pt and test with an exponential moving average of the weights "
         "(e.g. 0.999; default 0: off)",
+    )
+    p.add_argument(
+        "--select-by",
+        choices=SELECTIONS,
+        help="the weights best.pt keeps and the test uses: best on validation, the final ones, or auto "
+        f"(default: val when the validation split has at least {MIN_VAL_IMAGES} images, else last)",
     )
     p.add_argument(
         "--precise-bn",

@@ -22,6 +22,7 @@ from ..split_metrics import evaluate_split, evaluation_batch_size
 from .distributed import DistContext, Reporter, session, wrap_ddp
 from .engine import FitState, Trainer, stream_settings
 from .progress import RunProgress
+from .selection import selection_text
 from .setup import PreparedRun, Resume, prepare_new, prepare_resumed, resume_request
 
 __all__ = ["RunResult", "train"]
@@ -48,13 +49,14 @@ def train(
     **settings: Any,
 ) -> RunResult:
     """Train `model` (None: resnet20) on `data` (None: digits); write the run directory; evaluate the test
-    set once with the best-on-validation weights. Returns a RunResult whose `config` is the RunConfig.
+    set once with the weights best.pt kept (best on validation, or the final ones when the validation split
+    is too small to choose by: select_by). Returns a RunResult whose `config` is the RunConfig.
 
     settings: the fields of `reslab.run_config.TrainRequest` (recipe, seed, precision, device, threads,
     out, compile, model_options, weights, download, sync_bn, image_size, data_mode ("auto", "memory" or
     "stream": folders), workers, strict_data) and any recipe override by name (epochs, batch_size, lr,
     schedule, warmup_steps, weight_decay, label_smoothing, random_erase, crop ("pad", "random-resized",
-    "scale"), lr_scaling, optimizer, freeze, backbone_lr_scale, decay_norm_and_bias, ema, precise_bn, ...:
+    "scale"), lr_scaling, optimizer, freeze, backbone_lr_scale, decay_norm_and_bias, ema, precise_bn, select_by ("auto", "val", "last"), ...:
     `reslab.run_config.RECIPE_OVERRIDES`); None keeps the default or the recipe's value.
     config: a JSON or YAML file of these settings, or a run's config.json (which repeats that run); the
     keywords given here win over it. resume: a run's last.pt or its folder; every setting then comes
@@ -145,7 +147,7 @@ def _run(prepared: PreparedRun, quiet: bool, console: Console, ctx: DistContext)
     if ctx.is_main:
         write_json(Path(config.run_dir) / "test.json", test)
         console.print(
-            f"test (once, best-on-validation weights of epoch {test['best_epoch']}): "
+            f"test (once, {selection_text(config.train.select_by, test['best_epoch'], len(prepared.bundle.val))}): "
             f"loss {test['loss']:.4f}  accuracy {100 * test['accuracy']:.2f}%  error {100 * test['error']:.2f}%  "
             f"n {test['n']}  -> {config.run_dir}",
             highlight=False,
@@ -158,7 +160,7 @@ def _result(config: RunConfig, test: dict[str, Any], state: FitState) -> RunResu
 
 
 def _test_once(prepared: PreparedRun, run_dir: Path, ctx: DistContext) -> dict[str, Any]:
-    """The test set, once, with the best-on-validation weights. Rank 0 reads best.pt (other machines need
+    """The test set, once, with the weights best.pt kept (training/selection.py). Rank 0 reads best.pt (other machines need
     not share its disk) and sends the weights to every rank; each rank evaluates its shard of the test set
     and the sums are reduced."""
     best = ctx.on_main(
@@ -183,7 +185,7 @@ def _test_once(prepared: PreparedRun, run_dir: Path, ctx: DistContext) -> dict[s
     skipped = result.pop("skipped", [])
     if skipped and ctx.is_main:  # rank 0's shard only: the test set is not worth a gather
         print(skipped_line("test", len(skipped), skipped), file=sys.stderr, flush=True)
-    return {**result, "best_epoch": best["epoch"]}
+    return {**result, "best_epoch": best["epoch"], "selected_by": prepared.config.train.select_by}
 
 
 def _announcement(prepared: PreparedRun, trainer: Trainer, ctx: DistContext) -> str:

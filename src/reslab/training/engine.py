@@ -352,13 +352,14 @@ class Trainer:
             if log is not None:
                 log.log(row)  # before last.pt: the events always hold every epoch the checkpoint holds
             # Ties on validation error go to the lower validation loss; the test set is never consulted.
-            best = (val["error"], val["loss"]) < (s.best_val_error, s.best_val_loss)
-            if best:
+            # select_by "last": best.pt follows the final weights (training/selection.py).
+            improved = (val["error"], val["loss"]) < (s.best_val_error, s.best_val_loss)
+            if improved or self.config.select_by == "last":
                 s.best_val_error, s.best_val_loss, s.best_epoch = val["error"], val["loss"], epoch
                 if self.dist.is_main:
                     save_checkpoint(self.run_dir / "best.pt", self.payload())
             if self.dist.is_main:
                 save_checkpoint(self.run_dir / "last.pt", self.payload())
                 write_metrics(self.run_dir, s.metrics)
-            progress.epoch_line(row, best)
+            progress.epoch_line(row, improved and self.config.select_by != "last")
         return s

@@ -51,6 +51,7 @@ def _default_recipe(model_depth: int, train_size: int) -> TrainConfig:
         label_smoothing=0.0,
         decay_norm_and_bias=False,
         precise_bn="auto",
+        select_by="auto",
     )
 
 
@@ -81,6 +82,7 @@ def _paper_recipe(model_depth: int, train_size: int) -> TrainConfig:
         warmup_factor=0.1,
         max_steps=max_steps,
         precise_bn="auto",
+        select_by="auto",
     )
 
 
@@ -101,6 +103,7 @@ def _imagenet_recipe(model_depth: int, train_size: int) -> TrainConfig:
         gamma=0.1,
         decay_norm_and_bias=False,
         precise_bn="auto",
+        select_by="auto",
         crop=IMAGENET_CROP,
         extra={"lr_per_256_images": 0.1},
     )

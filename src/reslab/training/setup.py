@@ -37,6 +37,7 @@ from .distributed import DistContext, convert_sync_batchnorm, distributed_settin
 from .finetune import freeze
 from .recipes import recipe_crop, resolve_recipe, steps_per_epoch
 from .run_dir import default_run_dir
+from .selection import resolve_selection
 
 # What may come with a resume: these change only speed and where data comes from, not what is trained.
 RESUME_SETTINGS = ("threads", "download", "workers", "strict_data")
@@ -120,6 +121,7 @@ def prepare_new(request: TrainRequest, ctx: DistContext) -> PreparedRun:
     train = resolve_recipe(
         request.recipe, model_depth=depth, train_size=len(bundle.train), **request.overrides
     )
+    train = resolve_selection(train, len(bundle.val))
     run_dir = Path(request.out) if request.out is not None else default_run_dir(request.model, request.data)
     if ctx.is_main and (run_dir / "last.pt").exists():
         raise ReslabError(
