@@ -14,7 +14,7 @@ from reslab.cli import main
 from reslab.data import DeviceBatches, Split
 from reslab.precision import resolve_precision
 from reslab.training.precise_bn import AUTO_BATCHES, AUTO_BELOW_STEPS, recompute_bn_statistics
-from reslab.training.recipes import DEFAULT_MIN_STEPS, resolve_recipe
+from reslab.training.recipes import DEFAULT_BATCH, DEFAULT_MIN_STEPS, SMALL_TRAIN_SET, resolve_recipe
 
 FP32 = resolve_precision("fp32", torch.device("cpu"))
 
@@ -61,14 +61,25 @@ def test_layers_kept_in_eval_mode_keep_their_statistics():
 def test_auto_is_on_only_when_an_epoch_has_few_steps(train_size, expected):
     config = resolve_recipe("default", model_depth=20, train_size=train_size)
     assert config.precise_bn == expected
-    assert config.epochs * max(1, train_size // 64) >= DEFAULT_MIN_STEPS and config.epochs >= 30
+    images_per_epoch = max(1, train_size // config.batch_size) * config.batch_size
+    assert config.epochs * images_per_epoch >= DEFAULT_MIN_STEPS * DEFAULT_BATCH and config.epochs >= 30
     assert resolve_recipe("default", model_depth=20, train_size=140, precise_bn=7).precise_bn == 7
     assert resolve_recipe("default", model_depth=20, train_size=140, epochs=3).epochs == 3
+
+
+@pytest.mark.parametrize(
+    ("train_size", "batch_size", "weight_decay"), [(140, 16, 5e-3), (SMALL_TRAIN_SET, 64, 5e-4)]
+)
+def test_a_small_training_set_trains_in_small_batches_with_more_decay(train_size, batch_size, weight_decay):
+    config = resolve_recipe("default", model_depth=20, train_size=train_size)
+    assert (config.batch_size, config.weight_decay) == (batch_size, weight_decay)
+    assert resolve_recipe("default", model_depth=20, train_size=140, batch_size=32).batch_size == 32
 
 
 def test_precise_bn_makes_a_small_folders_validation_honest(tmp_path, capsys):
     folder = two_class_folder(tmp_path / "data")
     common = ["train", "--data", f"folder:{folder}", "--model", "resnet8", "--epochs", "12", "--threads", "1"]
+    common += ["--batch-size", "64", "--weight-decay", "5e-4"]  # one step an epoch, where the lag is worst
     common += ["--precision", "fp32", "--quiet"]
     assert main([*common, "--precise-bn", "off", "--out", str(tmp_path / "off")]) == 0
     assert main([*common, "--out", str(tmp_path / "auto")]) == 0

@@ -27,9 +27,14 @@ from .precise_bn import auto_batches
 __all__ = ["RECIPES", "SCHEDULES", "LRSchedule", "TrainConfig", "resolve_recipe", "steps_per_epoch"]
 
 
-# The default recipe's run is at least this many steps: on a small folder (a few hundred images, 2-3
-# steps an epoch) 30 epochs are too few steps to learn (docs/training.md, "Small data").
+# The default recipe's run sees at least this many steps of DEFAULT_BATCH images: on a small folder (a few
+# hundred images, 2-3 steps an epoch) 30 epochs are too few to learn (docs/training.md, "Small data").
 DEFAULT_MIN_STEPS = 500
+DEFAULT_BATCH = 64
+# A training set smaller than this (10 batches of 64) trains in batches of 16 with weight decay 5e-3:
+# on issue 12's 140-image Fashion-MNIST folder that lifted held-out accuracy by 1.1 points on average
+# over five seeds, none lower (docs/training.md, "Small data").
+SMALL_TRAIN_SET = 10 * DEFAULT_BATCH
 IMAGENET_CROP = "random-resized"
 
 
@@ -37,15 +42,17 @@ def _default_recipe(model_depth: int, train_size: int) -> TrainConfig:
     del model_depth
     # Measured on digits with resnet20 (see README "Training"): reaches >= 97.5% test accuracy in well
     # under three minutes on a 2-core CPU, with margin across seeds.
-    batch_size = 64
+    small = train_size < SMALL_TRAIN_SET
+    batch_size = 16 if small else DEFAULT_BATCH
+    images_per_epoch = steps_per_epoch(train_size, batch_size) * batch_size
     return TrainConfig(
         recipe="default",
-        epochs=max(30, math.ceil(DEFAULT_MIN_STEPS / steps_per_epoch(train_size, batch_size))),
+        epochs=max(30, math.ceil(DEFAULT_MIN_STEPS * DEFAULT_BATCH / images_per_epoch)),
         batch_size=batch_size,
         lr=0.1,
         schedule="onecycle",
         warmup_steps=-1,  # -1: a quarter of the run (one-cycle's rise)
-        weight_decay=5e-4,
+        weight_decay=5e-3 if small else 5e-4,
         momentum=0.9,
         nesterov=True,
         label_smoothing=0.0,
