@@ -12,7 +12,7 @@ from data_writers import two_class_folder
 from reslab.checkpoint import load_checkpoint
 from reslab.cli import main
 from reslab.training.recipes import resolve_recipe
-from reslab.training.selection import MIN_VAL_IMAGES, resolve_selection
+from reslab.training.selection import MIN_VAL_IMAGES, resolve_selection, selection_text
 
 
 @pytest.mark.parametrize(
@@ -67,3 +67,12 @@ def test_an_unknown_choice_is_refused_with_exit_2(capsys):
         main(["train", "--select-by", "best", "--epochs", "1"])
     assert exited.value.code == 2
     assert "argument --select-by: invalid choice: 'best'" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_the_test_line_says_why_it_used_the_final_weights():
+    assert (
+        selection_text("last", 7, 20)
+        == "final weights of epoch 7; 20 validation images are too few to choose by"
+    )
+    assert selection_text("last", 7, 500) == "final weights of epoch 7, as --select-by last asks"
+    assert selection_text("val", 3, 500) == "best-on-validation weights of epoch 3"

@@ -56,7 +56,8 @@ def train(
     out, compile, model_options, weights, download, sync_bn, image_size, data_mode ("auto", "memory" or
     "stream": folders), workers, strict_data) and any recipe override by name (epochs, batch_size, lr,
     schedule, warmup_steps, weight_decay, label_smoothing, random_erase, crop ("pad", "random-resized",
-    "scale"), lr_scaling, optimizer, freeze, backbone_lr_scale, decay_norm_and_bias, ema, precise_bn, select_by ("auto", "val", "last"), ...:
+    "scale"), lr_scaling, optimizer, freeze, backbone_lr_scale, decay_norm_and_bias, ema, precise_bn,
+    select_by ("auto", "val", "last"), ...:
     `reslab.run_config.RECIPE_OVERRIDES`); None keeps the default or the recipe's value.
     config: a JSON or YAML file of these settings, or a run's config.json (which repeats that run); the
     keywords given here win over it. resume: a run's last.pt or its folder; every setting then comes
@@ -145,9 +146,10 @@ def _run(prepared: PreparedRun, quiet: bool, console: Console, ctx: DistContext)
             plot_curves(Path(config.run_dir) / "curves.png", trainer.state.metrics, title=title)
     test = _test_once(prepared, Path(config.run_dir), ctx)
     if ctx.is_main:
+        tested = selection_text(config.train.select_by, test["best_epoch"], len(prepared.bundle.val))
         write_json(Path(config.run_dir) / "test.json", test)
         console.print(
-            f"test (once, {selection_text(config.train.select_by, test['best_epoch'], len(prepared.bundle.val))}): "
+            f"test (once, {tested}): "
             f"loss {test['loss']:.4f}  accuracy {100 * test['accuracy']:.2f}%  error {100 * test['error']:.2f}%  "
             f"n {test['n']}  -> {config.run_dir}",
             highlight=False,
@@ -160,9 +162,9 @@ def _result(config: RunConfig, test: dict[str, Any], state: FitState) -> RunResu
 
 
 def _test_once(prepared: PreparedRun, run_dir: Path, ctx: DistContext) -> dict[str, Any]:
-    """The test set, once, with the weights best.pt kept (training/selection.py). Rank 0 reads best.pt (other machines need
-    not share its disk) and sends the weights to every rank; each rank evaluates its shard of the test set
-    and the sums are reduced."""
+    """The test set, once, with the weights best.pt kept (training/selection.py). Rank 0 reads best.pt
+    (other machines need not share its disk) and sends the weights to every rank; each rank evaluates its
+    shard of the test set and the sums are reduced."""
     best = ctx.on_main(
         lambda: {k: v for k, v in load_checkpoint(run_dir / "best.pt").items() if k in ("model", "epoch")}
     )
