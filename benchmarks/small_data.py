@@ -15,14 +15,15 @@ the same two classes that no folder holds (`<name>-holdout/test`: Fashion-MNIST'
 the two classes; the digits test split's 72), as `holdout_accuracy` and `holdout_logistic_regression`.
 
 Appends one JSON line per run to benchmarks/results/small_data.jsonl: the test accuracy reslab reports
-(test.json, with the weights it selected) and, as `test_accuracy_last`, that of the final weights
-(last.pt). `--jobs 2` runs two trainings at a time (give each `--threads 1`).
+(test.json, with the weights it selected) and, as `test_accuracy_last` (and `holdout_accuracy_last`),
+that of the final weights (last.pt). `--jobs 2` runs two trainings at a time (give each `--threads 1`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -59,8 +60,10 @@ def write_images(split, names, classes, size: int, folder: Path, per_class: int 
     return folder
 
 
-def write_small_folder(source: str, name: str, classes, size: int, out: Path, holdout: bool) -> SmallFolder:
+def write_small_folder(name: str, source: str, classes, size: int, out: Path, holdout: bool) -> SmallFolder:
     data = load_data(source)
+    for stale in (out / name, out / f"{name}-holdout"):  # classes an earlier call chose
+        shutil.rmtree(stale, ignore_errors=True)
     folder = write_images(data.train, data.class_names, classes, size, out / name, per_class=100)
     if not holdout:
         return SmallFolder(name, folder, None)
@@ -107,10 +110,12 @@ def train_and_score(small: SmallFolder, seed: int, out: Path, extra: list[str]) 
     seconds = time.perf_counter() - start
     test = json.loads((run_dir / "test.json").read_text())
     result = {"data": small.name, "seed": seed, "flags": extra, "test_accuracy": test["accuracy"],
-              "selected_by": test.get("selected_by", "val"), "test_accuracy_last": eval_accuracy(run_dir / "last.pt")[0],
+              "selected_by": test.get("selected_by", "val"),
+              "test_accuracy_last": eval_accuracy(run_dir / "last.pt")[0],
               "test_n": test["n"], "seconds": round(seconds, 1)}  # fmt: skip
     if small.holdout is not None:
         result["holdout_accuracy"], result["holdout_n"] = eval_accuracy(run_dir / "best.pt", small.holdout)
+        result["holdout_accuracy_last"] = eval_accuracy(run_dir / "last.pt", small.holdout)[0]
     return {**result, **logistic_regression(spec, seed, small.holdout)}
 
 
@@ -133,10 +138,7 @@ def main() -> None:
         "fmnist-2": ("fashion-mnist", args.fmnist_classes, 28),
         "digits-2": ("digits", args.digits_classes, 32),
     }
-    folders = [
-        write_small_folder(*sources[name][:1], name, *sources[name][1:], args.out, args.holdout)
-        for name in args.folders
-    ]
+    folders = [write_small_folder(name, *sources[name], args.out, args.holdout) for name in args.folders]
     runs = [(small, seed) for small in folders for seed in args.seeds]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(train_and_score, small, seed, args.out, args.extra) for small, seed in runs]
