@@ -73,6 +73,9 @@ def test_auto_is_on_only_when_an_epoch_has_few_steps(train_size, expected):
 def test_a_small_training_set_trains_in_small_batches_with_more_decay(train_size, batch_size, weight_decay):
     config = resolve_recipe("default", model_depth=20, train_size=train_size)
     assert (config.batch_size, config.weight_decay) == (batch_size, weight_decay)
+    # 140 images: 8 steps of 16 = 128 images an epoch, 250 epochs for 32,000; 640: 10 of 64, 50 epochs.
+    assert config.epochs == {140: 250, SMALL_TRAIN_SET: 50}[train_size]
+    assert resolve_recipe("default", model_depth=20, train_size=10).epochs == 3200  # one 10-image batch
     assert resolve_recipe("default", model_depth=20, train_size=140, batch_size=32).batch_size == 32
 
 

@@ -9,8 +9,11 @@ import pytest
 import torch
 from data_writers import two_class_folder
 
+import reslab
 from reslab.checkpoint import load_checkpoint
 from reslab.cli import main
+from reslab.training import engine
+from reslab.training import step as step_module
 from reslab.training.recipes import resolve_recipe
 from reslab.training.selection import MIN_VAL_IMAGES, resolve_selection, selection_text
 
@@ -54,12 +57,41 @@ def test_a_small_validation_split_tests_the_final_weights(tmp_path, capsys):
     )
 
 
-def test_select_by_val_keeps_the_best_on_validation_epoch(tmp_path):
+def test_select_by_val_keeps_the_best_on_validation_epoch(tmp_path, monkeypatch):
+    # Scripted validation errors, so the best epoch (2) is not the last one.
+    errors = iter([0.5, 0.1, 0.3, 0.4])
+    monkeypatch.setattr(engine, "evaluate_batches", lambda *a, **k: {"error": next(errors), "loss": 1.0})
     test, run = _run(tmp_path, "val", "--select-by", "val")
-    errors = [row["val_error"] for row in run["last"]["metrics"]]
-    assert test["selected_by"] == "val"
-    assert errors[test["best_epoch"] - 1] == min(errors)
-    assert run["best"]["epoch"] == test["best_epoch"]
+    assert test["selected_by"] == "val" and test["best_epoch"] == 2 and run["best"]["epoch"] == 2
+    assert any(not torch.equal(run["best"]["model"][k], v) for k, v in run["last"]["model"].items())
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_resumed_run_keeps_following_the_final_weights(tmp_path, monkeypatch):
+    settings = {"model": "resnet8", "epochs": 3, "batch_size": 128, "precision": "fp32", "device": "cpu"}
+    settings.update(quiet=True, select_by="last")
+    full = reslab.train(out=tmp_path / "full", **settings)
+    calls = {"n": 0}
+    original = step_module.TrainStep.__call__
+
+    def interrupted(self, x, y):
+        calls["n"] += 1
+        if calls["n"] > 2 * full.metrics[0]["step"]:  # killed at the start of epoch 3
+            raise Interrupted
+        return original(self, x, y)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(step_module.TrainStep, "__call__", interrupted)
+        with pytest.raises(Interrupted):
+            reslab.train(out=tmp_path / "cut", **settings)
+    assert load_checkpoint(tmp_path / "cut" / "best.pt")["epoch"] == 2
+    resumed = reslab.train(resume=tmp_path / "cut", quiet=True)
+    assert resumed.test == full.test and resumed.test["best_epoch"] == 3
+    best, last = (load_checkpoint(tmp_path / "cut" / name)["model"] for name in ("best.pt", "last.pt"))
+    assert all(torch.equal(best[k], last[k]) for k in last)
 
 
 def test_an_unknown_choice_is_refused_with_exit_2(capsys):

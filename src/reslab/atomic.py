@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,6 +51,18 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         raise ReslabError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_link(source: str | Path, path: str | Path) -> Path:
+    """Atomically make `path` a second name of `source`'s current bytes: a hard link (no bytes copied), or
+    a copy where the file system has none. Later atomic replacements of `source` leave `path` alone."""
+    with atomic_path(path) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+    return Path(path)
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:

@@ -1,7 +1,8 @@
 """The fit loop: epochs of device batches through the train step, validation, checkpoints, metrics.
 
 Crash safety: at each epoch's end the TensorBoard scalars are appended (tb_log), then best.pt (when
-validation improved), last.pt, and metrics.jsonl + metrics.csv are replaced atomically. last.pt holds
+validation improved; with select_by "last", every epoch, as a link to last.pt), last.pt, and metrics.jsonl
++ metrics.csv are replaced atomically. last.pt holds
 everything needed to continue (weights, optimiser, scheduler, RNG states, the data generator, epoch, step,
 the metric history), so a run killed at any moment resumes from the last finished epoch and reproduces the
 uninterrupted run exactly.
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import atomic_link
 from ..checkpoint import model_payload, save_checkpoint
 from ..data import DataBundle
 from ..data.loaders import Batches, evaluation_batches, training_batches
@@ -119,6 +121,8 @@ class Trainer:
         self.bundle = bundle
         self.run_config = run_config
         self.config = config = run_config.train
+        # "auto" is resolved when the run is set up (setup.py), once the validation split's size is known.
+        assert config.select_by in ("val", "last"), config.select_by
         self.precision = precision
         self.device = device
         self.run_dir = Path(run_config.run_dir)
@@ -352,14 +356,18 @@ class Trainer:
             if log is not None:
                 log.log(row)  # before last.pt: the events always hold every epoch the checkpoint holds
             # Ties on validation error go to the lower validation loss; the test set is never consulted.
-            # select_by "last": best.pt follows the final weights (training/selection.py).
+            # select_by "last": best.pt follows the final weights (training/selection.py), and the
+            # "best_*" fields describe them.
             improved = (val["error"], val["loss"]) < (s.best_val_error, s.best_val_loss)
-            if improved or self.config.select_by == "last":
+            keep_last = self.config.select_by == "last"
+            if improved or keep_last:
                 s.best_val_error, s.best_val_loss, s.best_epoch = val["error"], val["loss"], epoch
-                if self.dist.is_main:
+                if self.dist.is_main and not keep_last:
                     save_checkpoint(self.run_dir / "best.pt", self.payload())
             if self.dist.is_main:
                 save_checkpoint(self.run_dir / "last.pt", self.payload())
+                if keep_last:
+                    atomic_link(self.run_dir / "last.pt", self.run_dir / "best.pt")
                 write_metrics(self.run_dir, s.metrics)
-            progress.epoch_line(row, improved and self.config.select_by != "last")
+            progress.epoch_line(row, improved and not keep_last)
         return s

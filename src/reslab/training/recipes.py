@@ -44,7 +44,7 @@ def _default_recipe(model_depth: int, train_size: int) -> TrainConfig:
     # under three minutes on a 2-core CPU, with margin across seeds.
     small = train_size < SMALL_TRAIN_SET
     batch_size = 16 if small else DEFAULT_BATCH
-    images_per_epoch = steps_per_epoch(train_size, batch_size) * batch_size
+    images_per_epoch = min(train_size, steps_per_epoch(train_size, batch_size) * batch_size)
     return TrainConfig(
         recipe="default",
         epochs=max(30, math.ceil(DEFAULT_MIN_STEPS * DEFAULT_BATCH / images_per_epoch)),
