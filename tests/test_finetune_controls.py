@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from test_train import Interrupt, _interrupt_after
 
 import reslab
-import reslab.training.step as step_module
 from reslab.checkpoint import load_checkpoint
 from reslab.cli import main
 from reslab.training.finetune import is_frozen
@@ -88,10 +88,6 @@ def test_adamw_trains(tmp_path):
     assert run.metrics[-1]["train_loss"] < run.metrics[0]["train_loss"] and run.test["accuracy"] > 0.2
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_ema_weights_are_validated_tested_and_resumed(tmp_path, monkeypatch):
     settings = dict(TINY, epochs=2, ema=0.9)
     full = reslab.train(out=tmp_path / "full", **settings)
@@ -101,18 +97,8 @@ def test_ema_weights_are_validated_tested_and_resumed(tmp_path, monkeypatch):
     test = reslab.evaluate(tmp_path / "full" / "best.pt", precision="fp32", fast=False)
     assert test["accuracy"] == full.test["accuracy"] and test["loss"] == pytest.approx(full.test["loss"])
     # Interrupted after epoch 1 and resumed: the same average as the uninterrupted run.
-    steps = full.metrics[0]["step"]
-    original = step_module.TrainStep.__call__
-    calls = {"n": 0}
-
-    def counting(self, x, y):
-        calls["n"] += 1
-        if calls["n"] > steps + 1:
-            raise Interrupt
-        return original(self, x, y)
-
     with monkeypatch.context() as patch:
-        patch.setattr(step_module.TrainStep, "__call__", counting)
+        _interrupt_after(patch, full.metrics[0]["step"] + 1)
         with pytest.raises(Interrupt):
             reslab.train(out=tmp_path / "cut", **settings)
     reslab.train(resume=tmp_path / "cut", quiet=True)

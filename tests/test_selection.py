@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 from data_writers import two_class_folder
+from test_train import Interrupt, _interrupt_after
 
 import reslab
 from reslab.checkpoint import load_checkpoint
 from reslab.cli import main
 from reslab.training import engine
-from reslab.training import step as step_module
 from reslab.training.recipes import resolve_recipe
 from reslab.training.selection import MIN_VAL_IMAGES, resolve_selection, selection_text
 
@@ -66,26 +66,13 @@ def test_select_by_val_keeps_the_best_on_validation_epoch(tmp_path, monkeypatch)
     assert any(not torch.equal(run["best"]["model"][k], v) for k, v in run["last"]["model"].items())
 
 
-class Interrupted(Exception):
-    pass
-
-
 def test_a_resumed_run_keeps_following_the_final_weights(tmp_path, monkeypatch):
     settings = {"model": "resnet8", "epochs": 3, "batch_size": 128, "precision": "fp32", "device": "cpu"}
     settings.update(quiet=True, select_by="last")
     full = reslab.train(out=tmp_path / "full", **settings)
-    calls = {"n": 0}
-    original = step_module.TrainStep.__call__
-
-    def interrupted(self, x, y):
-        calls["n"] += 1
-        if calls["n"] > 2 * full.metrics[0]["step"]:  # killed at the start of epoch 3
-            raise Interrupted
-        return original(self, x, y)
-
     with monkeypatch.context() as patch:
-        patch.setattr(step_module.TrainStep, "__call__", interrupted)
-        with pytest.raises(Interrupted):
+        _interrupt_after(patch, 2 * full.metrics[0]["step"])  # killed at the start of epoch 3
+        with pytest.raises(Interrupt):
             reslab.train(out=tmp_path / "cut", **settings)
     assert load_checkpoint(tmp_path / "cut" / "best.pt")["epoch"] == 2
     resumed = reslab.train(resume=tmp_path / "cut", quiet=True)
