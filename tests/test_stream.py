@@ -181,6 +181,28 @@ def test_undecodable_images_are_skipped_and_counted_once_an_epoch(damaged_folder
     assert json.loads((tmp_path / "run" / "test.json").read_text())["n"] > 0
 
 
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_a_slice_with_no_decodable_image_keeps_ddp_ranks_in_step(indexed_folder, world_size) -> None:
+    bundle = load_data(f"folder:{indexed_folder}", options=STREAM)
+    batches = _batches(bundle, workers=0, world_size=world_size)
+    good = torch.full((2, 1, 4, 4), 7, dtype=torch.uint8)
+    failed = [(5, "cannot decode image a.png"), (6, "cannot decode image b.png")]
+    empty = (torch.tensor([], dtype=torch.long), torch.empty(0, dtype=torch.uint8), failed)
+    batches.loader = [(torch.tensor([7, 9]), good, []), empty, (torch.tensor([1, 3]), good, [])]
+    out = list(batches)
+    # One process skips the slice; each DDP rank repeats its previous one, so all take 3 steps.
+    assert len(out) == (3 if world_size == 2 else 2)
+    if world_size == 2:
+        assert out[1][0] is out[0][0] and out[1][1] is out[0][1]
+    assert len(batches.skipped) == 2
+    batches.loader = [empty]  # nothing to repeat yet: one line under DDP, not a hang
+    if world_size == 1:
+        assert list(batches) == []
+    else:
+        with pytest.raises(ReslabError, match="process 0: no image of its first training batch"):
+            list(batches)
+
+
 def test_strict_data_stops_with_one_line_and_keeps_nothing_half_written(
     damaged_folder, tmp_path, capfd
 ) -> None:

@@ -10,7 +10,10 @@ contiguous per-rank slices), with three choices that make a streamed run repeata
 - random erasing draws from a generator seeded by the pass's seed and the rank.
 
 An image that cannot be decoded is returned as an error by the worker (never a worker traceback), left
-out of its batch and listed in `skipped`; with strict=True it stops the run with one line instead.
+out of its batch and listed in `skipped`; with strict=True it stops the run with one line instead. A
+training slice with no image left is skipped by one process; under DDP every rank must take the same
+steps (a missing one would leave the others waiting in all-reduce), so the rank repeats its previous
+slice instead.
 """
 
 from __future__ import annotations
@@ -171,6 +174,7 @@ class StreamBatches:
         self.std = torch.tensor(std, device=device, dtype=dtype).view(1, -1, 1, 1)
         self.generator, self.random_erase, self.dtype = generator, random_erase, dtype
         self.channels_last, self.rank = channels_last, rank
+        self.keep_in_step = world_size > 1 and shuffle  # training under DDP (see the module)
         self.sampler = ShardedBatchSampler(len(split), batch_size, shuffle, drop_last, rank, world_size)
         self.loader = DataLoader(
             ImageFiles(split.paths, read),
@@ -196,12 +200,15 @@ class StreamBatches:
         self.sampler.pass_seed = seed = self._pass_seed()
         self.skipped = []
         erase = torch.Generator(device=self.device).manual_seed((seed + self.rank) % SEED_BOUND)
+        previous: tuple[torch.Tensor, torch.Tensor] | None = None
         for indices, pixels, errors in self.loader:
             if errors:
                 if self.settings.strict:
                     raise ReslabError(f"{errors[0][1]} (drop --strict-data to skip such files)")
                 self.skipped += [str(self.split.paths[i]) for i, _ in errors]
             if not len(indices):
+                if self.keep_in_step:
+                    yield self._in_step(previous, errors)
                 continue
             images = pixels.to(self.device, non_blocking=True)
             x = normalise(images, self.mean, self.std, self.dtype)
@@ -209,7 +216,20 @@ class StreamBatches:
                 x = erase_random_rectangles(x, self.random_erase, erase)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.split.labels[indices].to(self.device, non_blocking=True)
+            previous = x, self.split.labels[indices].to(self.device, non_blocking=True)
+            yield previous
+
+    def _in_step(
+        self, previous: tuple[torch.Tensor, torch.Tensor] | None, errors: list[tuple[int, str]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch a DDP rank trains on when none of its slice could be decoded: its previous one."""
+        if previous is None:
+            detail = f" ({errors[0][1]})" if errors else ""
+            raise ReslabError(
+                f"process {self.rank}: no image of its first training batch could be decoded{detail}; "
+                "the processes would fall out of step: remove or fix the broken files"
+            )
+        return previous
 
 
 def sample_images(split: FileSplit, transform: EvalTransform, count: int | None, seed: int) -> torch.Tensor:
