@@ -7,7 +7,7 @@ import pytest
 import torch
 from digits_model import train_tiny_resnet
 
-from reslab import create_model
+from reslab import create_model, quantize
 from reslab.cli import main
 from reslab.data import load_data, normalise
 from reslab.errors import ReslabError
@@ -106,6 +106,15 @@ def test_int8_user_errors(digits):
     with pytest.raises(ReslabError, match="folder:DIR"):
         parse_calibration("imagenet")
     assert parse_calibration("data") is None and parse_calibration("folder:/x") == "/x"
+
+
+@pytest.mark.parametrize(
+    ("installed", "chosen"), [(["torchao", "openvino"], "openvino"), (["torchao"], "torchao")]
+)
+def test_auto_prefers_the_faster_openvino_where_installed(monkeypatch, installed, chosen):
+    monkeypatch.setattr(quantize, "installed_backends", lambda: installed)
+    assert resolve_backend("auto") == chosen
+    assert resolve_backend("torchao") == "torchao"
 
 
 def test_cli_int8_errors(digits_run, tmp_path, capsys):
