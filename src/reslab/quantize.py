@@ -10,7 +10,8 @@ Backends:
   calibration images (`pip install reslab[openvino]`).
 
 "auto" picks openvino where it is installed, else torchao: OpenVINO is the faster of the two on the AVX2
-machine measured (1.4x on resnet50 at batch 16, 2.3x on resnet20 at batch 256, docs/speed.md), and with
+machine measured (resnet50 at batch 16: 1.04x quiet, 1.4x under load; resnet20 at batch 256: 2.3x under
+load; docs/speed.md), and with
 reslab's NNCF settings (the stem convolution and the classifier kept in fp32, full bias correction) it
 agreed with fp32 on 99.61% of a Fashion-MNIST model's 10,000 test top-1s (torchao: 99.45%).
 
